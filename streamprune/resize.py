@@ -1,0 +1,59 @@
+"""Frame -> model-input resize policy, in torch (no torchvision).
+
+Shared by the readers (to cap decode resolution early) and the model adapters (exact model input size).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MAX_ASPECT_RATIO = 200.0
+
+
+def smart_resize(
+    height: int,
+    width: int,
+    *,
+    factor: int = 28,
+    min_pixels: int = 128 * 28 * 28,
+    max_pixels: int = 768 * 28 * 28,
+) -> tuple[int, int]:
+    """Closest (h, w) to (height, width) with both sides multiples of `factor` and an area in
+    [min_pixels, max_pixels], aspect ratio preserved as well as the grid allows (Qwen2-VL's rule)."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"frame size must be positive, got {height}x{width}")
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+        raise ValueError(f"aspect ratio {max(height, width) / min(height, width):.0f} exceeds {MAX_ASPECT_RATIO:.0f}")
+    if min_pixels > max_pixels:
+        raise ValueError(f"min_pixels {min_pixels} > max_pixels {max_pixels}")
+    h = max(factor, round(height / factor) * factor)
+    w = max(factor, round(width / factor) * factor)
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return h, w
+
+
+def resize_frames(frames, size: tuple[int, int], *, as_uint8: bool = True) -> torch.Tensor:
+    """Resize (T, H, W, 3) uint8 RGB frames to `size` = (h, w) with bicubic antialiasing.
+
+    Returns (T, 3, h, w) float32 in [0, 255]. With `as_uint8` the result is rounded and clamped like a
+    uint8 image (what the Hugging Face video processors feed their normalisation)."""
+    x = torch.as_tensor(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected frames of shape (T, H, W, 3), got {tuple(x.shape)}")
+    x = x.permute(0, 3, 1, 2).to(torch.float32)  # (T, 3, H, W)
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False, antialias=True)
+    if as_uint8:
+        x = x.round_().clamp_(0, 255)
+    return x
