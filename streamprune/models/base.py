@@ -1,0 +1,367 @@
+"""Adapter base class, loading registry and shared prompt helpers.
+
+An adapter turns frames into LLM-space visual tokens (`encode`) and a kept set of those tokens plus a
+question into model inputs (`build_inputs`) with exactly one video placeholder per kept token and the
+positions each token had in the full prompt. Generation goes through
+`mm_encoder_outputs={"video": ...}` with an explicit all-ones attention mask (DESIGN section 4).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(ValueError):
+    """A model could not be loaded; the message is one line."""
+
+
+@dataclass
+class EncodedBlock:
+    tokens: torch.Tensor   # (n, d) LLM-space visual tokens, model dtype, on the model device
+    times: torch.Tensor    # (n,) float64 seconds
+    payload: torch.Tensor  # (n, p) float32 per-token prompt data (positions, deepstack, ...)
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+
+# model_type -> (module, class name)
+REGISTRY = {
+    "qwen2_vl": ("qwen_vl", "QwenVLAdapter"),
+    "qwen2_5_vl": ("qwen_vl", "QwenVLAdapter"),
+    "qwen3_vl": ("qwen_vl", "QwenVLAdapter"),
+    "video_llava": ("llava", "VideoLlavaAdapter"),
+    "llava_onevision": ("llava", "OneVisionAdapter"),
+}
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
+           "half": torch.float16, "float32": torch.float32, "fp32": torch.float32, "float": torch.float32}
+
+
+def _parse_dtype(dtype) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if str(dtype).lower().removeprefix("torch.") not in _DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use bfloat16, float16 or float32")
+    return _DTYPES[str(dtype).lower().removeprefix("torch.")]
+
+
+def adapter_class(model_type: str):
+    if model_type not in REGISTRY:
+        raise ModelLoadError(f"unsupported architecture {model_type!r}; supported: {', '.join(REGISTRY)}")
+    mod, cls = REGISTRY[model_type]
+    return getattr(importlib.import_module(f"streamprune.models.{mod}"), cls)
+
+
+def adapter_for(model, tokenizer, *, name: str = "", is_tiny: bool = False, **kw) -> "Adapter":
+    """Wrap an already-built transformers model in the adapter of its family."""
+    return adapter_class(model.config.model_type)(model, tokenizer, name=name, is_tiny=is_tiny, **kw)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers at all (avoids minutes of retries when offline)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _check_model_type(name_or_path, model_type) -> None:
+    if model_type not in REGISTRY:
+        raise ModelLoadError(f"cannot load {name_or_path!r}: unsupported architecture {model_type!r} "
+                             f"(supported: {', '.join(REGISTRY)})")
+
+
+def _resolve(name_or_path) -> tuple[str, bool]:
+    """(source for from_pretrained, local_files_only); raises ModelLoadError with one line."""
+    import json
+
+    from transformers import AutoConfig
+
+    raw = str(name_or_path)
+    path = Path(os.path.expanduser(raw))
+    if path.is_dir():
+        cfg = path / "config.json"
+        if not cfg.is_file():
+            raise ModelLoadError(f"cannot load {raw!r}: folder has no config.json")
+        try:
+            _check_model_type(raw, json.loads(cfg.read_text()).get("model_type"))
+        except json.JSONDecodeError:
+            raise ModelLoadError(f"cannot load {raw!r}: config.json is not valid JSON") from None
+        return str(path), True
+    if path.exists():
+        raise ModelLoadError(f"cannot load {raw!r}: not a model folder (expected a folder with config.json)")
+    if raw.startswith((".", "/", "~")) or raw.count("/") != 1:
+        raise ModelLoadError(f"cannot load {raw!r}: no such folder, and not a hub id (owner/name)")
+    for local_only in (True, False):
+        if not local_only and not _hub_reachable():
+            raise ModelLoadError(f"cannot load {raw!r}: not a local folder and not in the Hugging Face cache "
+                                 "(offline?)")
+        try:
+            config = AutoConfig.from_pretrained(raw, local_files_only=local_only)
+        except ValueError:
+            raise ModelLoadError(f"cannot load {raw!r}: unsupported architecture (unknown to transformers)") from None
+        except OSError:
+            continue
+        _check_model_type(raw, getattr(config, "model_type", None))
+        return raw, local_only
+    raise ModelLoadError(f"cannot load {raw!r}: not found on the Hugging Face hub")
+
+
+def load_model(name_or_path, *, device=None, dtype=None, attn_implementation=None) -> "Adapter":
+    """Load a checkpoint (hub id or local folder) with from_pretrained and wrap it in its family's adapter.
+
+    Defaults: device cuda if available else cpu; dtype bf16 on GPU, fp32 on CPU; attention sdpa
+    (flash_attention_2 when asked for and installed)."""
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+    src, local_only = _resolve(name_or_path)
+    dev = torch.device(device) if device is not None else default_device()
+    dt = _parse_dtype(dtype) or default_dtype(dev)
+    attn = attn_implementation or "sdpa"
+    if attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ModelLoadError("attn_implementation 'flash_attention_2' asked for but flash_attn is not installed")
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(src, dtype=dt, attn_implementation=attn,
+                                                            local_files_only=local_only)
+        tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=local_only)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot load {name_or_path!r}: {str(e).splitlines()[0][:200]}") from None
+    cls = adapter_class(model.config.model_type)
+    config = model.config
+    model = model.to(dev).eval()
+    from .tiny import TINY_MARKER
+
+    is_tiny = bool(getattr(config, TINY_MARKER, False))
+    return cls(model, tokenizer, name=str(name_or_path), is_tiny=is_tiny, template=_find_template(src, tokenizer),
+               source=src)
+
+
+def _find_template(src: str, tokenizer) -> str | None:
+    """A chat template that renders a video item: tokenizer's, else the folder's/hub's chat_template file."""
+    import json
+
+    candidates = [getattr(tokenizer, "chat_template", None)]
+    try:
+        from transformers.utils import cached_file
+
+        for fname in ("chat_template.jinja", "chat_template.json"):
+            f = cached_file(src, fname, _raise_exceptions_for_missing_entries=False,
+                            _raise_exceptions_for_connection_errors=False)
+            if f:
+                text = Path(f).read_text()
+                candidates.append(json.loads(text)["chat_template"] if fname.endswith("json") else text)
+    except Exception as e:  # noqa: BLE001 - a template file is optional
+        log.debug("no chat template file: %s", e)
+    for t in candidates:
+        if isinstance(t, dict):
+            t = t.get("default")
+        if isinstance(t, str) and "video" in t:
+            return t
+    return None
+
+
+# ---------------------------------------------------------------- the adapter
+class Adapter:
+    """Common part of every family adapter; subclasses fill in encode and the visual part of the prompt."""
+
+    family: str = ""
+    frames_per_block: int = 1
+    placeholder: str = "<video>"     # the template's one video placeholder token
+    default_template: str = ""       # used when the checkpoint's templates do not render videos
+    positions: str = "original"      # position convention of build_inputs (family-specific values)
+
+    def __init__(self, model, tokenizer, *, name: str = "", is_tiny: bool = False, template: str | None = None,
+                 positions: str | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.is_tiny = is_tiny
+        self.template = template or (getattr(tokenizer, "chat_template", None)
+                                     if "video" in str(getattr(tokenizer, "chat_template", "") or "") else None)
+        if positions is not None:
+            self.positions = positions
+        self.config = model.config
+        self.text_config = getattr(model.config, "text_config", model.config)
+        self.hidden_size = int(self.text_config.hidden_size)
+        self.video_token_id = int(getattr(model.config, "video_token_id", None)
+                                  if getattr(model.config, "video_token_id", None) is not None
+                                  else model.config.video_token_index)
+
+    # -- properties
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, family={self.family}, hidden={self.hidden_size})"
+
+    # -- to be provided by families
+    def frame_size(self, height: int, width: int) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def encode(self, images, times) -> EncodedBlock:
+        raise NotImplementedError
+
+    def visual_part(self, memory, keep=None, *, start: int):
+        """(ids (v,), positions (P, v), is_visual (v,) bool, feats (k, d), extra dict, next_pos int)."""
+        raise NotImplementedError
+
+    def encoder_outputs(self, feats, extra) -> dict:
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        return {"video": BaseModelOutputWithPooling(pooler_output=(feats,))}
+
+    # -- shared
+    def embed_words(self, words) -> torch.Tensor:
+        """(m, d) float32: each word's mean sub-word input embedding (the model's own embedding table)."""
+        words = [words] if isinstance(words, str) else list(words)
+        table = self.model.get_input_embeddings().weight
+        out = torch.empty(len(words), table.shape[1], dtype=torch.float32, device=table.device)  # (m, d)
+        for i, w in enumerate(words):
+            w = str(w).strip()
+            if not w:
+                raise ValueError("embed_words: empty word")
+            ids = self.tokenizer(" " + w, add_special_tokens=False)["input_ids"]
+            if not ids:
+                ids = self.tokenizer(w, add_special_tokens=False)["input_ids"]
+            out[i] = table[torch.as_tensor(ids, device=table.device)].float().mean(0)
+        return out
+
+    def render_prompt(self, question: str) -> tuple[list[int], list[int]]:
+        """Token ids before and after the single video placeholder of the chat-templated prompt."""
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("question must be a non-empty string")
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+        text = None
+        for tmpl in (self.template, self.default_template):
+            if not tmpl:
+                continue
+            try:
+                text = self.tokenizer.apply_chat_template(messages, chat_template=tmpl, tokenize=False,
+                                                          add_generation_prompt=True)
+            except Exception as e:  # noqa: BLE001 - fall back to the family template
+                log.debug("chat template failed: %s", e)
+                continue
+            if text.count(self.placeholder) == 1:
+                break
+            text = None
+        if text is None:
+            raise ValueError(f"{self.family}: no chat template renders exactly one {self.placeholder} video placeholder")
+        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        ph = self.tokenizer.convert_tokens_to_ids(self.placeholder)
+        where = [i for i, t in enumerate(ids) if t == ph]
+        if len(where) != 1:
+            raise ValueError(f"{self.family}: prompt tokenises to {len(where)} video placeholders, expected 1")
+        return ids[: where[0]], ids[where[0] + 1:]
+
+    def build_inputs(self, memory, question: str, *, keep=None, positions: str | None = None) -> dict:
+        """Model kwargs for `model(**)` / `model.generate(**)`: input_ids (1, L), attention_mask ones (1, L),
+        position_ids, mm_encoder_outputs. `keep` (optional, indices into memory) builds the prompt of that
+        subset with the positions the tokens have in the prompt of the whole memory."""
+        if len(memory) == 0:
+            raise ValueError("memory is empty: no visual tokens to answer from")
+        pre, post = self.render_prompt(question)
+        pos_mode = positions or self.positions
+        ids_v, pos_v, is_vis, feats, extra, nxt = self.visual_part(memory, keep, start=len(pre), positions=pos_mode)
+        dev = self.device
+        pre_t = torch.as_tensor(pre, dtype=torch.long)
+        post_t = torch.as_tensor(post, dtype=torch.long)
+        ids = torch.cat([pre_t, ids_v.cpu(), post_t])  # (L,)
+        P = pos_v.shape[0]
+        pos = torch.cat([torch.arange(len(pre)).expand(P, -1), pos_v.cpu(),
+                         (torch.arange(len(post)) + nxt).expand(P, -1)], dim=1)  # (P, L)
+        visual = torch.cat([torch.zeros(len(pre), dtype=torch.bool), is_vis.cpu(),
+                            torch.zeros(len(post), dtype=torch.bool)])
+        pos = pos[:, None, :] if P == 3 else pos  # Qwen (3, 1, L); 1D (1, L)
+        return dict(input_ids=ids[None].to(dev), attention_mask=torch.ones(1, ids.numel(), dtype=torch.long, device=dev),
+                    position_ids=pos.to(dev), mm_encoder_outputs=self.encoder_outputs(feats.to(dev, self.dtype), extra),
+                    visual_mask=visual[None].to(dev))
+
+    @staticmethod
+    def model_kwargs(inputs: dict) -> dict:
+        """build_inputs output without our own keys (what model(...) / generate(...) accept)."""
+        return {k: v for k, v in inputs.items() if k != "visual_mask"}
+
+    @torch.no_grad()
+    def logits(self, inputs: dict) -> torch.Tensor:
+        """(L, V) float32 logits of one forward over built inputs."""
+        return self.model(**self.model_kwargs(inputs), use_cache=False).logits[0].float()
+
+    @torch.no_grad()
+    def prefill(self, memory, question: str, *, decoder_prune=None) -> torch.Tensor:
+        """One forward over the prompt (time-to-first-token); returns the first generated token id (1,)."""
+        inputs = self.build_inputs(memory, question)
+        with self._decoder_prune(decoder_prune, inputs):
+            out = self.model(**self.model_kwargs(inputs), use_cache=True, logits_to_keep=1)
+        return out.logits[0, -1].argmax(-1, keepdim=True)
+
+    def _decoder_prune(self, config, inputs):
+        if config is None:
+            return contextlib.nullcontext()
+        from . import decoder_prune as dp  # helper D's module; imported only when asked for
+
+        return dp.decoder_prune(self.model, config, inputs["visual_mask"])
+
+    @torch.no_grad()
+    def generate_ids(self, memory, question: str, *, max_new_tokens: int = 64, decoder_prune=None,
+                     **gen) -> torch.Tensor:
+        """(n,) generated token ids (prompt excluded); greedy unless `gen` says otherwise."""
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        inputs = self.build_inputs(memory, question, positions=gen.pop("positions", None))
+        gen.setdefault("do_sample", False)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        with self._decoder_prune(decoder_prune, inputs):
+            out = self.model.generate(**self.model_kwargs(inputs), max_new_tokens=max_new_tokens,
+                                      pad_token_id=pad, **gen)
+        return out[0, inputs["input_ids"].shape[1]:]
+
+    def generate(self, memory, question: str, *, max_new_tokens: int = 64, decoder_prune=None, **gen) -> str:
+        """Answer text (greedy by default); `gen` goes to model.generate (plus `positions=` for build_inputs)."""
+        ids = self.generate_ids(memory, question, max_new_tokens=max_new_tokens, decoder_prune=decoder_prune, **gen)
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def keep_index(memory, keep) -> torch.Tensor:
+    """(k,) ascending long indices into memory (all when keep is None); validated."""
+    n = len(memory)
+    if keep is None:
+        return torch.arange(n)
+    keep = torch.as_tensor(keep, dtype=torch.long).flatten().cpu()
+    if keep.numel() == 0:
+        raise ValueError("keep is empty: no visual tokens to answer from")
+    if int(keep.min()) < 0 or int(keep.max()) >= n:
+        raise ValueError(f"keep indices out of range for a memory of {n} tokens")
+    keep = torch.unique(keep)  # sorted, arrival order
+    return keep

@@ -1,0 +1,255 @@
+"""Qwen2-VL / Qwen2.5-VL / Qwen3-VL adapter (one family).
+
+Frames are encoded one temporal patch (2 frames) at a time: vision attention never crosses temporal
+patches, so this is bit-identical to encoding the whole clip. Each token's payload row holds what the
+prompt builder needs: (frame interval, frames in block, row i, column j, grid rows, grid cols) of the
+merged grid, and for Qwen3-VL the token's deepstack features (so pruning slices them alike).
+
+Positions (3D M-RoPE, `position_ids` (3, 1, L)): a kept token keeps its full-prompt position
+(start + t_pos, start + i, start + j). `positions="original"` (default; original Qwen code and vLLM): text
+after the video starts at max(video position) + 1; `positions="hf"`: transformers 5.23 (start + max(H, W)).
+Qwen2.5-VL's temporal axis is t * tokens_per_second * second_per_grid_t. Qwen3-VL interleaves
+"<t seconds>" text with one vision group per temporal patch (t = 0 in each group; both conventions agree).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import torch
+
+from ..resize import resize_frames, smart_resize
+from .base import Adapter, EncodedBlock, keep_index, log
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+HALF = (0.5, 0.5, 0.5)
+
+# payload columns
+P_DT, P_NF, P_I, P_J, P_GH, P_GW = range(6)
+N_POS = 6
+
+
+def _video_preproc(source) -> dict:
+    """The checkpoint's video_preprocessor_config.json (or {} when there is none)."""
+    if not source:
+        return {}
+    try:
+        from transformers.utils import cached_file
+
+        f = cached_file(source, "video_preprocessor_config.json", _raise_exceptions_for_missing_entries=False,
+                        _raise_exceptions_for_connection_errors=False)
+        return json.loads(open(f).read()) if f else {}
+    except Exception as e:  # noqa: BLE001 - optional file
+        log.debug("no video preprocessor config: %s", e)
+        return {}
+
+
+def patchify(x: torch.Tensor, patch: int, merge: int, temporal: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised frames (T, C, H, W) -> (rows (T'*H/p*W/p, C*temporal*p*p), grid_thw (1, 3)).
+
+    T is padded to a multiple of `temporal` by repeating the last frame; rows are ordered
+    (t, h/merge, w/merge, merge, merge) so every merge**2 consecutive rows form one merge block."""
+    if pad := -x.shape[0] % temporal:
+        x = torch.cat([x, x[-1:].expand(pad, -1, -1, -1)])
+    T, C, H, W = x.shape
+    gt, gh, gw = T // temporal, H // patch, W // patch
+    x = x.view(gt, temporal, C, gh // merge, merge, patch, gw // merge, merge, patch)
+    x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)  # (gt, gh/m, gw/m, m, m, C, temporal, p, p)
+    rows = x.reshape(gt * gh * gw, C * temporal * patch * patch)
+    return rows, torch.tensor([[gt, gh, gw]])
+
+
+class QwenVLAdapter(Adapter):
+    frames_per_block = 2
+    placeholder = "<|video_pad|>"
+    positions = "original"
+    default_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+        "{% else %}{% for c in m['content'] %}{% if c['type'] == 'video' %}<|vision_start|><|video_pad|>"
+        "<|vision_end|>{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
+        "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+    def __init__(self, model, tokenizer, *, source=None, **kw):
+        super().__init__(model, tokenizer, **kw)
+        self.family = model.config.model_type
+        if self.positions not in ("original", "hf"):
+            raise ValueError(f"positions must be 'original' or 'hf' for {self.family}, got {self.positions!r}")
+        vc = model.config.vision_config
+        self.patch = int(vc.patch_size)
+        self.merge = int(vc.spatial_merge_size)
+        self.temporal = int(vc.temporal_patch_size)
+        self.tokens_per_second = float(getattr(vc, "tokens_per_second", 1) or 1)
+        pp = _video_preproc(source)
+        size = pp.get("size") or {}
+        q3 = self.family == "qwen3_vl"
+        f = self.patch * self.merge
+        self.min_pixels = int(pp.get("min_pixels") or size.get("shortest_edge") or 128 * f * f)
+        self.max_pixels = int(pp.get("max_pixels") or size.get("longest_edge") or 768 * f * f)
+        mean = pp.get("image_mean") or (HALF if q3 else CLIP_MEAN)
+        std = pp.get("image_std") or (HALF if q3 else CLIP_STD)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.vision_start_id = int(model.config.vision_start_token_id)
+        self.vision_end_id = int(model.config.vision_end_token_id)
+
+    # -- frames -> tokens
+    def frame_size(self, height: int, width: int) -> tuple[int, int]:
+        return smart_resize(height, width, factor=self.patch * self.merge, min_pixels=self.min_pixels,
+                            max_pixels=self.max_pixels)
+
+    def pixel_inputs(self, images) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, H, W, 3) uint8 -> (pixel_values_videos (N, C*2*p*p), video_grid_thw (1, 3)), like the HF
+        video processor (bicubic antialiased resize rounded like uint8, rescale + normalise, patchify)."""
+        images = torch.as_tensor(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+        if images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] < 1:
+            raise ValueError(f"expected images of shape (T, H, W, 3), got {tuple(images.shape)}")
+        h, w = self.frame_size(int(images.shape[1]), int(images.shape[2]))
+        x = resize_frames(images, (h, w))  # (T, 3, h, w) in [0, 255]
+        x = (x - 255.0 * self.mean) / (255.0 * self.std)  # rescale + normalise fused, like the processors
+        return patchify(x, self.patch, self.merge, self.temporal)
+
+    @torch.no_grad()
+    def video_features(self, pixel_values_videos, video_grid_thw):
+        """(tokens (n, d), deepstack list of (n, d) or []) for pixel inputs, on the model device."""
+        out = self.model.model.get_video_features(pixel_values_videos.to(self.device, self.dtype),
+                                                  video_grid_thw.to(self.device), return_dict=True)
+        tokens = torch.cat(out.pooler_output, dim=0)  # (n, d)
+        deep = [torch.cat(f, dim=0) for f in (getattr(out, "deepstack_features", None) or [])]
+        return tokens, deep
+
+    def encode(self, images, times) -> EncodedBlock:
+        """One temporal patch (T == 2 frames; T == 1 at a stream's end is padded like the processors)."""
+        times = torch.as_tensor(times, dtype=torch.float64).flatten()
+        n_frames = int(images.shape[0]) if hasattr(images, "shape") else -1
+        if n_frames not in (1, self.frames_per_block):
+            raise ValueError(f"{self.family}: encode takes {self.frames_per_block} frames (or 1 at the end), got {n_frames}")
+        if times.numel() != n_frames:
+            raise ValueError(f"times has {times.numel()} entries for {n_frames} frames")
+        pix, grid = self.pixel_inputs(images)
+        tokens, deep = self.video_features(pix, grid)
+        gh, gw = int(grid[0, 1]) // self.merge, int(grid[0, 2]) // self.merge
+        n = tokens.shape[0]
+        m = torch.arange(n)
+        dt = float(times[-1] - times[0]) / (n_frames - 1) if n_frames > 1 else 0.0
+        pos = torch.stack([torch.full((n,), dt), torch.full((n,), float(n_frames)), (m // gw).float(),
+                           (m % gw).float(), torch.full((n,), float(gh)), torch.full((n,), float(gw))], 1)
+        payload = torch.cat([pos.to(self.device)] + [d.float() for d in deep], dim=1)  # (n, 6 + L*d)
+        return EncodedBlock(tokens=tokens, times=torch.full((n,), float(times.mean()), dtype=torch.float64),
+                            payload=payload)
+
+    # -- kept tokens -> prompt
+    def _blocks(self, memory):
+        """Per token: block ordinal b (n,), block temporal index t (n,) from the block times."""
+        times = torch.as_tensor(memory.times, dtype=torch.float64).cpu()
+        uniq, b = torch.unique(times, return_inverse=True)  # blocks in time order
+        dt = memory.payload[:, P_DT].float().cpu()
+        dt = float(dt[dt > 0].median()) if bool((dt > 0).any()) else 0.0
+        period = self.temporal * dt
+        t = torch.round((uniq - uniq[0]) / period).long() if period > 0 else torch.arange(len(uniq))
+        return b, t, period
+
+    def _layout(self, memory, start: int, positions: str):
+        """Full-memory prompt layout: ids (L,), pos (3, L), token (L,) (-1 for text), block (L,), next_pos."""
+        pl = memory.payload.float().cpu()
+        n = pl.shape[0]
+        i, j = pl[:, P_I].long(), pl[:, P_J].long()
+        gh, gw = int(pl[:, P_GH].max()), int(pl[:, P_GW].max())
+        b, t, period = self._blocks(memory)
+        if self.family != "qwen3_vl":
+            interval = torch.tensor(self.tokens_per_second * period if self.family == "qwen2_5_vl" and period > 0
+                                    else 1.0, dtype=torch.float32)
+            tpos = (t.float() * interval).long()[b]  # (n,)
+            pos = torch.stack([start + tpos, start + i, start + j])  # (3, n)
+            if positions == "hf":
+                nxt = start + max(gh, gw)
+            else:
+                nxt = start + max(int(tpos.max()) + 1, gh, gw)
+            ids = torch.full((n,), self.video_token_id, dtype=torch.long)
+            return ids, pos, torch.arange(n), b, nxt
+        # Qwen3-VL: "<t seconds>" <|vision_start|> tokens <|vision_end|> per temporal patch
+        times = torch.as_tensor(memory.times, dtype=torch.float64).cpu()
+        ids, pos, tok, blk = [], [], [], []
+        cur = start
+        order = torch.argsort(b, stable=True)
+        for blk_id in range(int(b.max()) + 1):
+            members = order[b[order] == blk_id]
+            if members.numel() == 0:
+                continue
+            stamp = self.tokenizer(f"<{float(times[members[0]]):.1f} seconds>", add_special_tokens=False)["input_ids"]
+            text = stamp + [self.vision_start_id]
+            ids.append(torch.tensor(text))
+            pos.append(torch.arange(cur, cur + len(text)).expand(3, -1))
+            cur += len(text)
+            ids.append(torch.full((members.numel(),), self.video_token_id))
+            pos.append(torch.stack([torch.full_like(i[members], cur), cur + i[members], cur + j[members]]))
+            tok.append(torch.cat([torch.full((len(text),), -1), members]))
+            cur += max(gh, gw)
+            ids.append(torch.tensor([self.vision_end_id]))
+            pos.append(torch.full((3, 1), cur))
+            tok.append(torch.tensor([-1]))
+            blk.append(torch.full((len(text) + members.numel() + 1,), blk_id))
+            cur += 1
+        ids = torch.cat(ids)
+        return ids, torch.cat(pos, 1), torch.cat(tok), torch.cat(blk), cur
+
+    def visual_part(self, memory, keep=None, *, start: int, positions: str = "original"):
+        if positions not in ("original", "hf"):
+            raise ValueError(f"positions must be 'original' or 'hf' for {self.family}, got {positions!r}")
+        if memory.payload is None or memory.payload.shape[-1] < N_POS:
+            raise ValueError(f"{self.family}: memory payload lacks the grid positions written by encode")
+        keep = keep_index(memory, keep)
+        ids, pos, tok, blk, nxt = self._layout(memory, start, positions)
+        kept = torch.zeros(len(memory), dtype=torch.bool)
+        kept[keep] = True
+        if self.family == "qwen3_vl":  # drop whole groups (timestamp text too) of blocks with nothing kept
+            b, _, _ = self._blocks(memory)
+            live = torch.zeros(int(b.max()) + 1, dtype=torch.bool)
+            live[b[keep]] = True
+            sel = torch.where(tok >= 0, kept[tok.clamp(min=0)], live[blk])
+        else:
+            sel = kept[tok]
+        tok_kept = tok[sel]
+        is_vis = tok_kept >= 0
+        feats = memory.tokens[keep.to(memory.tokens.device)]  # (k, d) in arrival order == placeholder order
+        extra = {}
+        if self.family == "qwen3_vl":
+            deep = memory.payload[keep.to(memory.payload.device), N_POS:]  # (k, L*d)
+            extra["deepstack"] = list(deep.view(deep.shape[0], -1, self.hidden_size).unbind(1))
+        return ids[sel], pos[:, sel], is_vis, feats, extra, nxt
+
+    def encoder_outputs(self, feats, extra) -> dict:
+        if self.family != "qwen3_vl":
+            return super().encoder_outputs(feats, extra)
+        from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
+
+        deep = [(d.to(feats.device, feats.dtype),) for d in extra["deepstack"]]
+        return {"video": BaseModelOutputWithDeepstackFeatures(pooler_output=(feats,), deepstack_features=deep)}
+
+    def native_inputs(self, images, times, question: str) -> dict:
+        """The model's own standard inputs for the whole clip (pixel_values_videos, video_grid_thw,
+        mm_token_type_ids; positions left to transformers) — the reference for "nothing pruned"."""
+        pix, grid = self.pixel_inputs(images)
+        pre, post = self.render_prompt(question)
+        n_tok = int(grid[0].prod()) // self.merge**2
+        if self.family == "qwen3_vl":
+            times = torch.as_tensor(times, dtype=torch.float64)
+            per = n_tok // int(grid[0, 0])
+            mid = []
+            for g in range(int(grid[0, 0])):
+                fr = times[g * self.temporal:(g + 1) * self.temporal]
+                stamp = self.tokenizer(f"<{float(fr.mean()):.1f} seconds>", add_special_tokens=False)["input_ids"]
+                mid += stamp + [self.vision_start_id] + [self.video_token_id] * per + [self.vision_end_id]
+        else:
+            mid = [self.video_token_id] * n_tok
+        ids = torch.tensor(pre + mid + post)[None]
+        kw = dict(input_ids=ids.to(self.device), attention_mask=torch.ones_like(ids).to(self.device),
+                  pixel_values_videos=pix.to(self.device, self.dtype), video_grid_thw=grid.to(self.device),
+                  mm_token_type_ids=(2 * (ids == self.video_token_id)).int().to(self.device))
+        if self.family == "qwen2_5_vl":
+            times = torch.as_tensor(times, dtype=torch.float64)
+            dt = float(times[1] - times[0]) if times.numel() > 1 else 1.0
+            kw["second_per_grid_ts"] = torch.tensor([self.temporal * dt], device=self.device)
+        return kw

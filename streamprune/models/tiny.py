@@ -1,0 +1,285 @@
+"""Tiny random-weight models (tests, offline smoke runs) and real-size random presets (speed/memory benches).
+
+Configs are built in code and tokenizers with the `tokenizers` library (WordLevel), then saved with
+`save_pretrained`, so a tiny model loads through the same `load_model(path)` a real checkpoint uses.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+TINY_MARKER = "streamprune_tiny"  # key set in config.json of models written here
+
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "video_llava", "llava_onevision")
+
+_WORDS = """
+a an the and or but if of to in on at by for with from into over under after before during while about
+is are was were be been being do does did have has had can could will would should may might must what
+which who whom whose where when why how this that these those it its he she they them his her their
+there here not no yes all any some many much more most few other another each every both one two three
+four five six seven eight nine ten first second third last next left right up down out off again then
+man woman person people child boy girl baby dog cat bird horse cow sheep fish animal car bus truck bike
+bicycle train plane boat ship road street city house home room kitchen door window table chair bed sofa
+desk phone camera screen computer laptop keyboard book paper pen cup glass bottle plate bowl knife fork
+spoon food apple banana orange bread cake pizza water coffee tea ball box bag hat shirt shoe shoes jacket
+tree flower grass garden park field forest mountain river lake sea beach sky sun moon cloud rain snow
+light fire smoke wall floor roof sign clock watch key ring hand hands head face eye eyes hair arm leg
+foot feet body mouth nose ear voice music song game sport soccer football basketball tennis player team
+video scene frame picture image color red blue green yellow black white brown gray pink purple big small
+large little long short tall old new young good bad happy sad fast slow hot cold open close closed
+pick picks picked put puts take takes took give gives gave hold holds holding walk walks walking run
+runs running sit sits sitting stand stands standing jump jumps eat eats eating drink drinks drinking
+play plays playing read reads write writes talk talks say says said look looks looking see sees saw
+watch watches show shows happen happens happened move moves moving turn turns rings rang call calls
+enter enters leave leaves left come comes came go goes went drive drives riding ride throw throws catch
+kick cut cook cooks wash clean opens closes falls fall drop drops start starts stop stops end ends
+time times minute minutes second seconds hour hours day night morning evening today moment beginning
+middle end thing things something nothing object objects event events number count how many why where
+describe happening doing wearing carrying appears appear visible behind front inside outside near far
+top bottom side center around between across through toward away together alone
+""".split()
+
+_SPECIALS = {
+    "qwen": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+             "<|image_pad|>", "<|video_pad|>"],
+    "video_llava": ["<unk>", "<s>", "</s>", "<image>", "<video>", "<pad>"],
+    "llava_onevision": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"],
+}
+
+_QWEN_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_ONEVISION_TEMPLATE = _QWEN_TEMPLATE.replace("<|vision_start|><|video_pad|><|vision_end|>", "<video>\n").replace(
+    "<|vision_start|><|image_pad|><|vision_end|>", "<image>\n")
+_VIDEO_LLAVA_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}USER: {% else %}ASSISTANT: {% endif %}"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'video' %}<video>\n{% elif c['type'] == 'image' %}<image>\n"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %} {% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def _kind(family: str) -> str:
+    return "qwen" if family.startswith("qwen") else family
+
+
+def build_tokenizer(family: str):
+    """A WordLevel fast tokenizer with the family's special tokens, ~400 English words and a chat template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = _SPECIALS[_kind(family)]
+    unk = "<unk>"
+    vocab = {unk: 0}
+    for w in specials + _WORDS + list("?.,!:;'\"-0123456789") + ["USER", "ASSISTANT", "user", "assistant",
+                                                                  "system"]:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=unk))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    kind = _kind(family)
+    if kind == "qwen":
+        kw = dict(eos_token="<|im_end|>", pad_token="<|endoftext|>")
+        template = _QWEN_TEMPLATE
+    elif kind == "llava_onevision":
+        kw = dict(eos_token="<|im_end|>", pad_token="<|endoftext|>")
+        template = _ONEVISION_TEMPLATE
+    else:
+        kw = dict(bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+        template = _VIDEO_LLAVA_TEMPLATE
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=unk, **kw)
+    fast.add_special_tokens({"additional_special_tokens": [s for s in specials if s not in kw.values()]})
+    fast.chat_template = template
+    return fast
+
+
+def _text_cfg(vocab: int, *, hidden=64, layers=2, heads=4, kv=2, inter=128, **kw) -> dict:
+    return dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=4096, **kw)
+
+
+def tiny_config(family: str, tok, *, hidden: int = 64, layers: int = 2):
+    """The transformers config of the tiny model of `family` (ids taken from `tok`)."""
+    from transformers import (LlavaOnevisionConfig, Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig,
+                              VideoLlavaConfig)
+
+    ids = tok.convert_tokens_to_ids
+    vocab = len(tok)
+    head_dim = hidden // 4
+    mrope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": _mrope_section(head_dim)}
+    if family in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
+        tokens = dict(image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+                      vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
+        eos = ids("<|im_end|>")
+        if family == "qwen2_vl":
+            vision = dict(depth=2, embed_dim=32, hidden_size=hidden, num_heads=4, mlp_ratio=2, patch_size=14,
+                          spatial_merge_size=2, temporal_patch_size=2)
+            text = _text_cfg(vocab, hidden=hidden, layers=layers, rope_parameters=mrope, eos_token_id=eos,
+                             bos_token_id=None)
+            return Qwen2VLConfig(text_config=text, vision_config=vision, **tokens)
+        if family == "qwen2_5_vl":
+            vision = dict(depth=2, hidden_size=32, out_hidden_size=hidden, intermediate_size=64, num_heads=4,
+                          patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
+                          fullatt_block_indexes=[1], tokens_per_second=2)
+            text = _text_cfg(vocab, hidden=hidden, layers=layers, rope_parameters=mrope, eos_token_id=eos,
+                             bos_token_id=None)
+            return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **tokens)
+        vision = dict(depth=2, hidden_size=32, out_hidden_size=hidden, intermediate_size=64, num_heads=4,
+                      patch_size=14, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
+                      deepstack_visual_indexes=[0, 1])
+        mrope3 = dict(mrope, mrope_interleaved=True)
+        text = _text_cfg(vocab, hidden=hidden, layers=max(layers, 3), head_dim=head_dim, rope_parameters=mrope3,
+                         eos_token_id=eos)
+        return Qwen3VLConfig(text_config=text, vision_config=vision, **tokens)
+    if family == "video_llava":
+        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      image_size=56, patch_size=14, projection_dim=32)
+        text = _text_cfg(vocab, hidden=hidden, layers=layers, bos_token_id=ids("<s>"), eos_token_id=ids("</s>"),
+                         pad_token_id=ids("<pad>"))
+        return VideoLlavaConfig(text_config=dict(text, model_type="llama"),
+                                vision_config=dict(vision, model_type="clip_vision_model"),
+                                image_token_index=ids("<image>"), video_token_index=ids("<video>"),
+                                image_seq_length=16, video_seq_length=8 * 17)
+    if family == "llava_onevision":
+        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      image_size=56, patch_size=14, model_type="siglip_vision_model")
+        text = _text_cfg(vocab, hidden=hidden, layers=layers, eos_token_id=ids("<|im_end|>"), model_type="qwen2")
+        return LlavaOnevisionConfig(text_config=text, vision_config=vision, image_token_index=ids("<image>"),
+                                    video_token_index=ids("<video>"), vision_feature_layer=-1,
+                                    vision_feature_select_strategy="full")
+    raise ValueError(f"unknown tiny family {family!r}; choose one of {', '.join(FAMILIES)}")
+
+
+def _mrope_section(head_dim: int) -> list[int]:
+    half = head_dim // 2  # sections sum to head_dim / 2 (t, h, w)
+    t = half - 2 * (3 * half // 8)
+    return [t, 3 * half // 8, 3 * half // 8]
+
+
+def _model_class(config):
+    from transformers import AutoModelForImageTextToText
+
+    return AutoModelForImageTextToText._model_mapping[type(config)]
+
+
+def write_tiny_model(family: str, out_dir, *, seed: int = 0) -> Path:
+    """Write a tiny random-weight model of `family` to `out_dir` (config, weights, tokenizer); returns the path."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown tiny family {family!r}; choose one of {', '.join(FAMILIES)}")
+    out = Path(out_dir)
+    tok = build_tokenizer(family)
+    config = tiny_config(family, tok)
+    setattr(config, TINY_MARKER, True)
+    torch.manual_seed(seed)
+    model = _model_class(config)(config).eval()
+    with torch.no_grad():  # scale-preserving init so tiny outputs are informative (not all ~0)
+        for p in model.parameters():
+            if p.ndim >= 2:
+                p.normal_(0.0, p[0].numel() ** -0.5)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    (out / "chat_template.jinja").write_text(tok.chat_template)
+    (out / "video_preprocessor_config.json").write_text(json.dumps(_tiny_preproc(family), indent=1))
+    return out
+
+
+def _tiny_preproc(family: str) -> dict:
+    """Small frames for tiny models: Qwen 2-16 merged tokens per frame side budget; LLaVA the tower's size."""
+    if family.startswith("qwen"):
+        return {"size": {"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 16},
+                "image_mean": [0.5, 0.5, 0.5] if family == "qwen3_vl" else [0.48145466, 0.4578275, 0.40821073],
+                "image_std": [0.5, 0.5, 0.5] if family == "qwen3_vl" else [0.26862954, 0.26130258, 0.27577711]}
+    return {"size": {"height": 56, "width": 56}, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+
+
+# ---------------------------------------------------------------- real-size random presets (benches)
+PRESETS = {
+    "qwen2-vl-2b": dict(family="qwen2_vl", hidden=1536, layers=28, heads=12, kv=2, inter=8960, vocab=151936,
+                        vision=dict(depth=32, embed_dim=1280, num_heads=16)),
+    "qwen2-vl-7b": dict(family="qwen2_vl", hidden=3584, layers=28, heads=28, kv=4, inter=18944, vocab=152064,
+                        vision=dict(depth=32, embed_dim=1280, num_heads=16)),
+}
+
+
+def preset_config(preset: str):
+    """Config of a real-size model (random weights) with the tiny tokenizer's special-token ids."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    from transformers import Qwen2VLConfig
+
+    p = PRESETS[preset]
+    tok = build_tokenizer(p["family"])
+    ids = tok.convert_tokens_to_ids
+    head_dim = p["hidden"] // p["heads"]
+    mrope = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": _mrope_section(head_dim)}
+    if head_dim == 128:
+        mrope["mrope_section"] = [16, 24, 24]  # the real checkpoints' split
+    text = dict(vocab_size=p["vocab"], hidden_size=p["hidden"], intermediate_size=p["inter"],
+                num_hidden_layers=p["layers"], num_attention_heads=p["heads"], num_key_value_heads=p["kv"],
+                max_position_embeddings=32768, rope_parameters=mrope, eos_token_id=ids("<|im_end|>"),
+                bos_token_id=None, rms_norm_eps=1e-6)
+    vision = dict(p["vision"], hidden_size=p["hidden"], mlp_ratio=4, patch_size=14, spatial_merge_size=2,
+                  temporal_patch_size=2)
+    config = Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=ids("<|image_pad|>"),
+                           video_token_id=ids("<|video_pad|>"), vision_start_token_id=ids("<|vision_start|>"),
+                           vision_end_token_id=ids("<|vision_end|>"))
+    return config, tok
+
+
+def build_random_model(preset: str, *, device=None, dtype=None, attn_implementation=None, seed: int = 0):
+    """A real-size model with random weights (no download) wrapped in its adapter.
+
+    Built on the meta device and materialised on `device` (default cuda if available) in `dtype`
+    (default bf16 on GPU, fp32 on CPU)."""
+    from .base import adapter_for, default_device, default_dtype
+
+    config, tok = preset_config(preset)
+    dev = torch.device(device) if device is not None else default_device()
+    dt = dtype if dtype is not None else default_dtype(dev)
+    config._attn_implementation = attn_implementation or "sdpa"
+    torch.manual_seed(seed)
+    with torch.device("meta"):
+        model = _model_class(config)(config)
+    model = model.to_empty(device=dev).to(dt)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith("ln_q.weight") or ".ln_" in name:
+                p.fill_(1.0) if name.endswith("weight") else p.zero_()
+            elif name.endswith("bias"):
+                p.zero_()
+            else:
+                p.normal_(0.0, 0.02)
+        for name, b in model.named_buffers():  # rotary inv_freq buffers were not materialised on meta
+            _reinit_buffer(model, name, b)
+    model.eval()
+    adapter = adapter_for(model, tok, name=preset, is_tiny=False)
+    return adapter
+
+
+def _reinit_buffer(model, name: str, buf) -> None:
+    mod_name, _, attr = name.rpartition(".")
+    mod = model.get_submodule(mod_name)
+    if attr == "inv_freq":
+        if hasattr(mod, "rope_init_fn") and hasattr(mod, "config") and hasattr(mod.config, "rope_parameters"):
+            inv, _ = mod.rope_init_fn(mod.config, buf.device)
+        else:  # vision rotary: dim from the buffer length, theta 10000
+            dim = 2 * buf.numel()
+            inv = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.float, device=buf.device) / dim))
+        buf.copy_(inv.to(buf.dtype))
+    elif attr == "original_inv_freq":
+        buf.copy_(mod.inv_freq)
+
+
+def is_tiny_folder(path) -> bool:
+    """True when `path` holds a model written by write_tiny_model."""
+    cfg = Path(path) / "config.json"
+    return cfg.is_file() and bool(json.loads(cfg.read_text()).get(TINY_MARKER, False))

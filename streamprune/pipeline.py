@@ -1,0 +1,449 @@
+"""reader -> adapter.encode -> selector -> question stage -> adapter.generate.
+
+Frames stream through in blocks of `adapter.frames_per_block` (2 for Qwen: one temporal patch). Each block is
+encoded and pushed to the selector; only the selector's memory (at most `memory` tokens) is kept, never the
+whole video's features. At question time the memory is re-scored against the question's nouns and cut to
+`budget` tokens, which are all the LLM sees.
+
+    from streamprune.pipeline import ask
+    answer = ask("video.mp4", "What does the man pick up?", model="Qwen/Qwen2-VL-2B-Instruct", budget=1024)
+    print(answer.text, answer.tokens_to_llm, answer.timings)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .contact_sheet import save_contact_sheet, thumbnail
+from .nouns import extract_nouns
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "Qwen/Qwen2-VL-2B-Instruct"
+MIN_MEMORY = 512
+MAX_THUMBS = 16
+
+Progress = Callable[[str, int, "int | None"], None]  # (stage, done, total or None)
+
+
+# ---------------------------------------------------------------- config and answer
+@dataclass
+class AskConfig:
+    """What the job does. budget: visual tokens given to the LLM; memory: streaming memory size in tokens
+    (default max(4 * budget, 512)); method: "ours" or a baseline of streamprune.select.METHODS."""
+
+    budget: int = 1024
+    memory: int | None = None
+    method: str = "ours"
+    fps: float = 1.0
+    max_frames: int | None = None
+    alpha: float | None = None          # ResPrune exponent; None: 0.3 for Qwen, 0.75 for LLaVA families
+    mode: str = "resprune"              # question-stage weighting: resprune | spare
+    decoder_prune: bool = False         # also prune inside the decoder (SparseVLM-style)
+    max_new_tokens: int = 128
+    seed: int = 0
+    thumbnails: int = MAX_THUMBS        # frames kept as small thumbnails for --save-kept
+    selector_kw: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        from .select import METHODS
+
+        if not isinstance(self.budget, int) or isinstance(self.budget, bool) or self.budget <= 0:
+            raise ValueError(f"budget must be a positive integer, got {self.budget!r}")
+        if self.memory is None:
+            self.memory = max(4 * self.budget, MIN_MEMORY)
+        if not isinstance(self.memory, int) or self.memory < self.budget:
+            raise ValueError(f"memory ({self.memory!r}) must be an integer >= budget ({self.budget})")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
+        if not (self.fps > 0 and math.isfinite(self.fps)):
+            raise ValueError(f"fps must be positive, got {self.fps!r}")
+        if self.max_frames is not None and self.max_frames <= 0:
+            raise ValueError(f"max_frames must be positive, got {self.max_frames!r}")
+        if self.alpha is not None and not self.alpha >= 0:
+            raise ValueError(f"alpha must be >= 0, got {self.alpha!r}")
+        if self.mode not in ("resprune", "spare"):
+            raise ValueError(f"mode must be resprune or spare, got {self.mode!r}")
+        if self.max_new_tokens <= 0:
+            raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens!r}")
+
+
+@dataclass
+class Answer:
+    text: str
+    question: str
+    tokens_seen: int                     # visual tokens encoded over the whole stream
+    tokens_kept: int                     # tokens in the streaming memory at question time
+    tokens_to_llm: int                   # tokens given to the LLM (<= budget)
+    span: tuple[float, float]            # stream time covered: first .. last frame seen (seconds)
+    timings: dict                        # seconds per stage: decode, encode, select, question, prefill, ttft, generate
+    peak_memory_mb: float                # CUDA max allocated on GPU, peak RSS on CPU
+    frames: int = 0
+    nouns: list = field(default_factory=list)
+    kept_span: tuple[float, float] = (0.0, 0.0)   # time range of the tokens given to the LLM
+    model: str = ""
+    method: str = ""
+    budget: int = 0
+    memory: int = 0
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["span"], d["kept_span"] = list(self.span), list(self.kept_span)
+        d["timings"] = {k: round(v, 6) for k, v in self.timings.items()}
+        d["peak_memory_mb"] = round(self.peak_memory_mb, 1)
+        return d
+
+
+# ---------------------------------------------------------------- peak memory
+class PeakMemory:
+    """Peak memory since `reset()`: CUDA max allocated on a GPU device, else the process's peak RSS."""
+
+    def __init__(self, device):
+        self.cuda = torch.device(device).type == "cuda" if device is not None else False
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        try:  # Linux: "5" resets VmHWM (the peak RSS) to the current RSS
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+
+    def mb(self) -> float:
+        if self.cuda:
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return _status_kb("VmHWM") / 1024
+
+
+def _status_kb(key: str) -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    import resource
+
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process, MB."""
+    return _status_kb("VmRSS") / 1024
+
+
+class _FirstToken:
+    """A generate() streamer that records when the first new token arrives (the first put() is the prompt)."""
+
+    def __init__(self):
+        self.calls, self.first = 0, None
+
+    def put(self, value):
+        self.calls += 1
+        if self.calls == 2 and self.first is None:
+            self.first = time.perf_counter()
+
+    def end(self):
+        pass
+
+
+# ---------------------------------------------------------------- thumbnails for the contact sheet
+class _Thumbs:
+    """At most `cap` small frames spread evenly over a stream of unknown length: keep every `stride`-th
+    frame, doubling the stride (and dropping every other thumbnail) when full."""
+
+    def __init__(self, cap: int):
+        self.cap, self.stride, self.items = max(0, cap), 1, {}  # index -> (time, image)
+
+    def offer(self, index: int, t: float, image: np.ndarray) -> None:
+        if self.cap == 0 or index % self.stride:
+            return
+        self.items[index] = (t, thumbnail(image))
+        while len(self.items) > self.cap:
+            self.stride *= 2
+            self.items = {i: v for i, v in self.items.items() if i % self.stride == 0}
+
+
+def _subset(memory, idx: torch.Tensor):
+    """The Memory restricted to rows `idx` (still in arrival order when idx is ascending)."""
+    payload = memory.payload
+    if payload is not None:
+        payload = payload[idx]
+    return dataclasses.replace(memory, tokens=memory.tokens[idx], times=memory.times[idx], ids=memory.ids[idx],
+                               payload=payload)
+
+
+# ---------------------------------------------------------------- the pipeline
+class Pipeline:
+    """Owns one adapter and one selector; frames in, answers out. Holds the selector's memory only."""
+
+    def __init__(self, adapter, config: AskConfig | None = None, *, progress: Progress | None = None):
+        from .select import default_alpha, make_selector
+
+        self.adapter = adapter
+        self.config = config = config or AskConfig()
+        self.progress = progress
+        fam = getattr(adapter, "family", "")
+        self.alpha = config.alpha if config.alpha is not None else default_alpha(fam)
+        torch.manual_seed(config.seed)
+        self.selector = make_selector(config.method, config.memory, **self._selector_kw())
+        self.pending: list = []            # frames waiting for a full block
+        self.frames_seen = 0
+        self.blocks = 0
+        self.t0: float | None = None
+        self.t1: float | None = None
+        self.frame_step: float | None = None  # seconds between sampled frames (for padding a tail block)
+        self.timings = {"decode": 0.0, "encode": 0.0, "select": 0.0}
+        self.thumbs = _Thumbs(config.thumbnails)
+        self.block_of: dict[int, tuple[int, int, tuple[int, int] | None, np.ndarray | None]] = {}
+        self.peak = PeakMemory(getattr(adapter, "device", None))
+        self.last_final: tuple[torch.Tensor, torch.Tensor] | None = None  # (ids, times) given to the LLM
+
+    def _selector_kw(self) -> dict:
+        """Constructor options: ours takes the question-stage weighting, the baselines a seed."""
+        cfg = self.config
+        kw = {"alpha": self.alpha, "question_mode": cfg.mode} if cfg.method == "ours" else {"seed": cfg.seed}
+        return {**kw, **cfg.selector_kw}
+
+    def warm(self) -> None:
+        """Load the noun tagger now, so that its one-off load time is not part of a question's latency."""
+        from .nouns import _load_nlp
+
+        _load_nlp()
+
+    # -- streaming
+    @property
+    def tokens_seen(self) -> int:
+        return int(self.selector.tokens_seen)
+
+    def push_frames(self, frames: Iterable) -> None:
+        """Encode and select, one block of `adapter.frames_per_block` frames at a time; a partial block waits."""
+        fpb = max(1, int(getattr(self.adapter, "frames_per_block", 1)))
+        for fr in frames:
+            self.thumbs.offer(fr.index, fr.time, fr.image)
+            self.pending.append(fr)
+            if len(self.pending) == fpb:
+                self._push_block(self.pending)
+                self.pending = []
+
+    def flush(self) -> None:
+        """Push a partial tail block, padded by repeating its last frame (Qwen's rule for odd frame counts);
+        the padding frame gets the next tick's time, as if it were the next frame."""
+        if self.pending:
+            fpb = max(1, int(getattr(self.adapter, "frames_per_block", 1)))
+            last = self.pending[-1]
+            step = self.frame_step or 1.0 / self.config.fps
+            pad = [dataclasses.replace(last, time=last.time + step * (k + 1)) for k in range(fpb - len(self.pending))]
+            self._push_block(self.pending + pad, real=len(self.pending))
+            self.pending = []
+
+    def _push_block(self, block: list, real: int | None = None) -> None:
+        images = np.stack([f.image for f in block])  # (T, H, W, 3) uint8
+        times = [f.time for f in block]
+        t = time.perf_counter()
+        with torch.inference_mode():
+            enc = self.adapter.encode(images, times)
+        t2 = time.perf_counter()
+        tokens = enc.tokens.float()  # (n, d) float32 for the selection math
+        first_id = self.tokens_seen
+        self.selector.push(tokens, enc.times, payload=enc.payload)
+        t3 = time.perf_counter()
+        self.timings["encode"] += t2 - t
+        self.timings["select"] += t3 - t2
+        real = len(block) if real is None else real
+        for f in block[:real]:
+            if f.index in self.thumbs.items:
+                self.block_of[f.index] = (first_id, tokens.shape[0], *self._cells(enc, f, block, images))
+        self.block_of = {i: v for i, v in self.block_of.items() if i in self.thumbs.items}
+        self.frames_seen += real
+        self.blocks += 1
+        self.t0 = times[0] if self.t0 is None else self.t0
+        if real > 1:
+            self.frame_step = (times[real - 1] - times[0]) / (real - 1)
+        self.t1 = times[real - 1]
+
+    def _cells(self, enc, frame, block, images):
+        """(grid (rows, cols), local token index -> cell index or -1) for one frame's tokens in a block."""
+        try:
+            from .models import qwen_vl
+
+            if isinstance(self.adapter, qwen_vl.QwenVLAdapter):  # payload: (.., .., i, j, rows, cols, ...)
+                p = enc.payload.float().cpu()
+                i, j = p[:, qwen_vl.P_I].long(), p[:, qwen_vl.P_J].long()
+                gh, gw = int(p[0, qwen_vl.P_GH]), int(p[0, qwen_vl.P_GW])
+                return (gh, gw), (i * gw + j).numpy()
+        except (ImportError, AttributeError, IndexError):
+            log.debug("no Qwen payload layout", exc_info=True)
+        return token_cells_guess(enc, block.index(frame), images.shape[1:3])
+
+    # -- question
+    def relevance(self, question: str, memory) -> tuple[list[str], torch.Tensor | None]:
+        from .select import text_relevance
+
+        nouns = extract_nouns(question)
+        if not nouns or len(memory) == 0:
+            return nouns, None
+        with torch.inference_mode():
+            text = self.adapter.embed_words(nouns).float()  # (m, d)
+        return nouns, text_relevance(memory.tokens.float(), text)
+
+    def ask(self, question: str, *, max_new_tokens: int | None = None, flush: bool = True) -> Answer:
+        """Question stage + generate, on the memory as it is now."""
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("question must be a non-empty string")
+        if flush:
+            self.flush()
+        if self.blocks == 0:
+            raise ValueError("no frames were read from the video")
+        cfg = self.config
+        t = time.perf_counter()
+        memory = self.selector.memory
+        nouns, rel = self.relevance(question, memory)
+        idx = self.selector.final(min(cfg.budget, len(memory)), rel)
+        idx = torch.as_tensor(idx, dtype=torch.long).sort().values
+        sub = _subset(memory, idx)
+        self.last_final = (sub.ids.clone(), sub.times.clone())
+        t_q = time.perf_counter()
+        streamer = _FirstToken()
+        gen_kw = {"max_new_tokens": max_new_tokens or cfg.max_new_tokens, "streamer": streamer}
+        if cfg.decoder_prune:
+            gen_kw["decoder_prune"] = True
+        torch.manual_seed(cfg.seed)
+        with torch.inference_mode():
+            text = self.adapter.generate(sub, question, **gen_kw)
+        t_g = time.perf_counter()
+        prefill = (streamer.first or t_g) - t_q
+        timings = dict(self.timings, question=t_q - t, prefill=prefill, ttft=(t_q - t) + prefill, generate=t_g - t_q)
+        times = sub.times.double()
+        return Answer(
+            text=str(text).strip(), question=question, tokens_seen=self.tokens_seen, tokens_kept=len(memory),
+            tokens_to_llm=len(sub), span=(float(self.t0), float(self.t1)), timings=timings,
+            peak_memory_mb=self.peak.mb(), frames=self.frames_seen, nouns=nouns,
+            kept_span=(float(times.min()), float(times.max())) if len(sub) else (0.0, 0.0),
+            model=str(getattr(self.adapter, "name", getattr(self.adapter, "family", ""))),
+            method=cfg.method, budget=cfg.budget, memory=cfg.memory,
+        )
+
+    # -- contact sheet
+    def save_kept(self, path) -> None:
+        """PNG contact sheet of the thumbnails, with the tokens last given to the LLM highlighted."""
+        if not self.thumbs.items:
+            raise ValueError("no frames to draw")
+        kept_ids = set() if self.last_final is None else set(self.last_final[0].tolist())
+        frames, masks, grid = [], [], (0, 0)
+        for i in sorted(self.thumbs.items):
+            t, img = self.thumbs.items[i]
+            frames.append((t, img))
+            info = self.block_of.get(i)
+            if info is None or info[2] is None:
+                masks.append(None)
+                continue
+            first, n, g, cell_of = info
+            grid = g
+            mask = np.zeros(g[0] * g[1], dtype=bool)
+            local = [j - first for j in kept_ids if first <= j < first + n]
+            cells = cell_of[np.asarray(local, dtype=np.int64)] if local else np.zeros(0, np.int64)
+            mask[cells[cells >= 0]] = True
+            masks.append(mask.reshape(g))
+        masks = [m if m is None or m.shape == tuple(grid) else None for m in masks]
+        title = f"{len(kept_ids)} tokens to the LLM ({self.config.method}, budget {self.config.budget})"
+        save_contact_sheet(path, frames, masks, grid, title=title)
+
+
+def token_cells_guess(enc, frame_pos: int, hw: tuple[int, int]):
+    """Guess one frame's token grid from the block's token count and the frame's aspect ratio.
+
+    Used for families whose adapter does not record positions: tokens laid out row-major on the grid
+    (rows * cols == n or n - 1, the extra CLS / newline token, assumed last, mapped nowhere) whose aspect
+    ratio is closest to the frame's."""
+    n = int(enc.tokens.shape[0])
+    H, W = hw
+    best = None
+    for extra in (0, 1):
+        m = n - extra
+        for r in range(1, int(math.isqrt(max(m, 1))) * 4 + 2):
+            if m > 0 and m % r == 0:
+                c = m // r
+                err = abs(math.log((r / c) / (H / W)))
+                if best is None or err < best[0] - 1e-9:
+                    best = (err, extra, r, c)
+    if best is None:
+        return None, None
+    _, extra, r, c = best
+    cell = np.full(n, -1, dtype=np.int64)
+    cell[: n - extra] = np.arange(n - extra)
+    return (r, c), cell
+
+
+# ---------------------------------------------------------------- the few-lines API
+def expected_frames(info, fps: float, max_frames: int | None) -> int | None:
+    """How many frames a reader will deliver (for progress bars), or None when unknown."""
+    dur = getattr(info, "duration", None)
+    n = getattr(info, "frames", None)
+    est = None
+    if dur and dur > 0:
+        est = max(1, int(math.floor(dur * fps + 1e-6)))
+        if n:
+            est = min(est, int(n))
+    elif n:
+        est = int(n)
+    if max_frames is not None:
+        est = max_frames if est is None else min(est, max_frames)
+    return est
+
+
+def run_video(pipe: Pipeline, video, *, progress: Progress | None = None) -> None:
+    """Stream a video file through the pipeline (decode timed separately from encode + select)."""
+    from .readers import open_video
+
+    cfg = pipe.config
+    with open_video(str(video), fps=cfg.fps, max_frames=cfg.max_frames) as reader:
+        total = expected_frames(getattr(reader, "info", None), cfg.fps, cfg.max_frames)
+        it = iter(reader)
+        done = 0
+        while True:
+            t = time.perf_counter()
+            fr = next(it, None)
+            pipe.timings["decode"] += time.perf_counter() - t
+            if fr is None:
+                break
+            pipe.push_frames([fr])
+            done += 1
+            if progress:
+                progress("frames", done, total)
+    if done == 0:
+        raise ValueError(f"no frames could be read from {video}")
+
+
+def ask(video, question: str, *, model=DEFAULT_MODEL, device=None, dtype=None, attn=None,
+        progress: Progress | None = None, save_kept=None, **config) -> Answer:
+    """Answer `question` about `video` with at most `budget` visual tokens reaching the LLM.
+
+    `model` is a hub id / local folder or an already loaded Adapter; `config` holds AskConfig fields."""
+    cfg = AskConfig(**config)
+    if isinstance(model, str):
+        from .models import load_model
+
+        adapter = load_model(model, device=device, dtype=dtype, attn_implementation=attn)
+    else:
+        adapter = model
+    pipe = Pipeline(adapter, cfg, progress=progress)
+    pipe.warm()
+    run_video(pipe, video, progress=progress)
+    answer = pipe.ask(question)
+    if save_kept is not None:
+        pipe.save_kept(save_kept)
+    return answer

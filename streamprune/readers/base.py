@@ -1,0 +1,154 @@
+"""Shared reader types and small pure helpers: Frame, ReaderError, frame sampling, RGB conversion."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger("streamprune.readers")
+
+SizeFn = Callable[[int, int], tuple[int, int]]  # (height, width) -> (height, width), display orientation
+
+
+class ReaderError(ValueError):
+    """A source that cannot be read; the message is one line (the CLI prints it and exits 2)."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    time: float  # seconds from the start of the source (file: stream pts; live: since the first frame)
+    index: int  # file: frame number in presentation order; live: running count of captured frames
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of an exception's message (or its type name)."""
+    msg = str(e).strip().splitlines()
+    return msg[0] if msg else type(e).__name__
+
+
+def check_sampling(fps, max_frames, start, end) -> None:
+    """Raise ReaderError on nonsensical sampling arguments."""
+    if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise ReaderError(f"fps must be a positive number, got {fps!r}")
+    if max_frames is not None and (not isinstance(max_frames, (int, np.integer)) or max_frames < 1):
+        raise ReaderError(f"max_frames must be a positive integer, got {max_frames!r}")
+    for name, v in (("start", start), ("end", end)):
+        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise ReaderError(f"{name} must be a non-negative number of seconds, got {v!r}")
+    if start is not None and end is not None and end <= start:
+        raise ReaderError(f"end ({end}) must be after start ({start})")
+
+
+def select_frames(times: np.ndarray, *, fps=None, max_frames=None, start=None, end=None) -> np.ndarray:
+    """Indices (ascending, unique) of the frames to keep among frames at sorted `times` (seconds).
+
+    Range [start, end); `fps`: for each tick start0 + k / fps the nearest frame (ties: the earlier);
+    `max_frames`: at most that many of the remaining frames, spread uniformly (centre of equal bins)."""
+    times = np.asarray(times, dtype=np.float64)  # (n,)
+    eps = 1e-6
+    lo = np.searchsorted(times, (start or 0.0) - eps, side="left")
+    hi = len(times) if end is None else np.searchsorted(times, end - eps, side="left")
+    idx = np.arange(lo, hi)  # (m,)
+    if len(idx) == 0:
+        return idx
+    if fps is not None:
+        t = times[lo:hi]
+        t0 = t[0] if start is None else float(start)
+        ticks = t0 + np.arange(int(math.floor((t[-1] - t0) * fps + eps)) + 1) / fps  # (k,)
+        right = np.clip(np.searchsorted(t, ticks, side="left"), 0, len(t) - 1)
+        left = np.clip(right - 1, 0, len(t) - 1)
+        pick = np.where(np.abs(t[left] - ticks) <= np.abs(t[right] - ticks), left, right)
+        idx = lo + np.unique(pick)
+    if max_frames is not None and len(idx) > max_frames:
+        idx = idx[((np.arange(max_frames) + 0.5) * len(idx) / max_frames).astype(np.int64)]
+    return idx
+
+
+class StreamSampler:
+    """Online version of `select_frames` for sources read once: feed frame times in order; True = keep.
+
+    Keeps the first frame at or after each tick (within `tol` seconds), at most one frame per tick."""
+
+    def __init__(self, fps=None, *, start=None, end=None, tol=1e-3):
+        self.step = None if fps is None else 1.0 / fps
+        self.start, self.end, self.tol = start, end, tol
+        self.next_tick = None if start is None else float(start)
+
+    def done(self, t: float) -> bool:
+        return self.end is not None and t >= self.end - 1e-6
+
+    def keep(self, t: float) -> bool:
+        if self.start is not None and t < self.start - 1e-6:
+            return False
+        if self.done(t):
+            return False
+        if self.step is None:
+            return True
+        if self.next_tick is None:
+            self.next_tick = t
+        if t < self.next_tick - self.tol:
+            return False
+        k = math.floor((t + self.tol - self.next_tick) / self.step) + 1  # ticks covered by this frame
+        self.next_tick += k * self.step
+        return True
+
+
+def fit_max_side(max_side: int) -> SizeFn:
+    """Size callback: shrink (never enlarge) so that the longer side is at most `max_side`."""
+    if not isinstance(max_side, (int, np.integer)) or max_side < 1:
+        raise ReaderError(f"max_side must be a positive integer, got {max_side!r}")
+
+    def fn(h: int, w: int) -> tuple[int, int]:
+        s = max_side / max(h, w)
+        if s >= 1:
+            return h, w
+        return max(1, round(h * s)), max(1, round(w * s))
+
+    return fn
+
+
+def size_callback(max_side=None, size=None) -> SizeFn | None:
+    if max_side is not None and size is not None:
+        raise ReaderError("give either max_side or size, not both")
+    if size is not None and not callable(size):
+        raise ReaderError("size must be a callable (height, width) -> (height, width)")
+    return fit_max_side(max_side) if max_side is not None else size
+
+
+def quarter_turns(rotation) -> int:
+    """Counter-clockwise display rotation in degrees -> number of quarter turns (0..3)."""
+    if not rotation:
+        return 0
+    k = round(rotation / 90.0)
+    if abs(rotation - 90.0 * k) > 1.0:
+        log.warning("rotation of %.1f degrees is not a multiple of 90; ignored", rotation)
+        return 0
+    return k % 4
+
+
+def to_rgb(frame, size_fn: SizeFn | None = None, turns: int | None = None, interpolation="AREA") -> np.ndarray:
+    """av.VideoFrame (any pixel format) -> (H, W, 3) uint8 RGB in display orientation, optionally resized.
+
+    Scaling and colour conversion happen in one swscale pass; rotation is a numpy quarter turn."""
+    if turns is None:
+        turns = quarter_turns(getattr(frame, "rotation", 0))
+    h, w = frame.height, frame.width
+    dh, dw = (w, h) if turns % 2 else (h, w)  # display size
+    if size_fn is not None:
+        th, tw = size_fn(dh, dw)
+        if th < 1 or tw < 1:
+            raise ReaderError(f"size callback returned an empty size {th}x{tw}")
+        if (th, tw) != (dh, dw):
+            h, w = (tw, th) if turns % 2 else (th, tw)
+    if (h, w) == (frame.height, frame.width):
+        img = frame.to_ndarray(format="rgb24")  # (h, w, 3)
+    else:
+        img = frame.reformat(width=w, height=h, format="rgb24", interpolation=interpolation).to_ndarray()
+    if turns:
+        img = np.ascontiguousarray(np.rot90(img, k=turns))
+    return img

@@ -1,0 +1,484 @@
+"""Frames from video files: PyAV (default) with decord as an optional backend.
+
+Sampling (fps / max_frames / start-end) is planned from a demux-only scan of packet timestamps (cheap: no
+decoding): frames are picked by presentation time, whole GOPs without a picked frame are never decoded
+(skipped in the packet loop, or by a seek when the gap is long), non-reference frames that are not picked
+are skipped inside the decoder (skip_frame=NONREF), and only picked frames are converted to RGB.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .base import (
+    Frame,
+    ReaderError,
+    StreamSampler,
+    check_sampling,
+    log,
+    one_line,
+    quarter_turns,
+    select_frames,
+    size_callback,
+    to_rgb,
+)
+
+BACKENDS = ("auto", "pyav", "decord")
+SEEK_MIN_PACKETS = 48  # skip gaps at least this long by seeking instead of demuxing through them
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    duration: float  # seconds (0.0 when unknown)
+    fps: float  # average frame rate (0.0 when unknown)
+    width: int  # display width (after rotation), before any downscale
+    height: int
+    frames: int  # frame count (0 when unknown)
+    rotation: int = 0  # counter-clockwise degrees applied to decoded frames
+    codec: str = ""
+    pix_fmt: str = ""
+
+
+@dataclass
+class _Plan:
+    """Which packets to decode, from the demux scan. All timestamps are stream pts (ints)."""
+
+    keep: set  # pts of the frames to return
+    keep_sorted: list  # the same, ascending
+    gop_of: dict  # pts -> GOP number (decode order)
+    gop_needed: np.ndarray  # (n_gops,) bool
+    gop_key_pts: list  # pts of each GOP's first packet
+    gop_first_packet: list  # decode-order packet number of each GOP's first packet
+
+
+def _check_path(path) -> Path:
+    p = Path(os.fspath(path)).expanduser()
+    if not p.exists():
+        raise ReaderError(f"no such file: {p}")
+    if p.is_dir():
+        raise ReaderError(f"is a directory, not a video file: {p}")
+    if p.stat().st_size == 0:
+        raise ReaderError(f"empty file: {p}")
+    return p
+
+
+def _open_container(path: Path):
+    import av
+
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except av.error.FFmpegError as e:
+        raise ReaderError(f"cannot read {path.name} as a video: {one_line(e)}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ReaderError(f"cannot open {path}: {one_line(e)}") from None
+
+
+class VideoReader:
+    """Iterable of Frame over a video file; a context manager. `.info` is a VideoInfo."""
+
+    def __init__(self, path, *, fps=None, max_frames=None, start=None, end=None, max_side=None, size=None,
+                 threads: int = 0, plan: bool = True):
+        check_sampling(fps, max_frames, start, end)
+        self.path = _check_path(path)
+        self.fps, self.max_frames, self.start, self.end = fps, max_frames, start, end
+        self.size_fn = size_callback(max_side, size)
+        self.threads = threads
+        self.bad_packets = 0
+        self.corrupt_frames = 0
+        self.decoded = 0  # frames that came out of the decoder (for benchmarks)
+        self.container = _open_container(self.path)
+        try:
+            if not self.container.streams.video:
+                kinds = sorted({s.type for s in self.container.streams}) or ["no"]
+                raise ReaderError(f"{self.path.name} has no video stream ({', '.join(kinds)} streams only)")
+            self.stream = self.container.streams.video[0]
+            cc = self.stream.codec_context
+            if not cc.width or not cc.height:
+                raise ReaderError(f"{self.path.name}: video stream has no frame size (unsupported or corrupt)")
+            self.time_base = self.stream.time_base
+            self._t0 = self.stream.start_time  # pts of time 0 (None: first frame's)
+            self._times = None  # sorted frame times from the scan (seconds)
+            self._plan = None
+            self._turns = 0
+            self._scan(plan)  # always: exact frame indices by pts, even when frames fail to decode
+            self.info = self._make_info()
+        except BaseException:
+            self.container.close()
+            raise
+
+    # ------------------------------------------------------------------ metadata
+    def _make_info(self) -> VideoInfo:
+        s, cc = self.stream, self.stream.codec_context
+        rate = s.average_rate or s.guessed_rate or 0
+        rate = float(rate) if rate else 0.0
+        frames = int(s.frames or 0)
+        duration = 0.0
+        if self._times is not None and len(self._times):
+            frames = len(self._times)
+            step = (1.0 / rate) if rate else 0.0
+            duration = float(self._times[-1]) + step
+        elif s.duration and s.time_base:
+            duration = float(s.duration * s.time_base)
+        elif self.container.duration:
+            duration = self.container.duration / 1e6
+        if not rate and frames and duration:
+            rate = frames / duration
+        rot = 90 * self._turns
+        w, h = (cc.height, cc.width) if rot % 180 else (cc.width, cc.height)
+        return VideoInfo(duration, rate, w, h, frames, rot, cc.name or "", cc.format.name if cc.format else "")
+
+    def _time(self, pts) -> float:
+        if self._t0 is None:
+            self._t0 = pts
+        return float((pts - self._t0) * self.time_base)
+
+    # ------------------------------------------------------------------ planning
+    def _scan(self, sampling: bool) -> None:
+        """Second handle: decode the first frame (validation, rotation); with `sampling`, demux the rest
+        (no decode) to learn every packet's pts and the GOP layout."""
+        import av
+
+        pts_list, keys = [], []
+        scan = _open_container(self.path)
+        cc = scan.streams.video[0].codec_context
+        cc.thread_count = 1
+        first, error = None, None
+        try:
+            for pkt in scan.demux(scan.streams.video[0]):
+                if first is None:
+                    try:
+                        got = cc.decode(pkt if pkt.size else None)
+                    except av.error.FFmpegError as e:
+                        error = e
+                        got = []
+                    if got:
+                        first = got[0]
+                        self._turns = quarter_turns(first.rotation)
+                        if not sampling:
+                            break
+                if pkt.size == 0 or not sampling:
+                    continue
+                if pkt.pts is None:
+                    log.debug("%s: packet without pts; sampling on the fly", self.path.name)
+                    sampling = False
+                    continue
+                pts_list.append(pkt.pts)
+                keys.append(pkt.is_keyframe)
+        except av.error.FFmpegError as e:
+            log.warning("%s: stopped scanning at packet %d: %s", self.path.name, len(pts_list), one_line(e))
+            error = error or e
+        finally:
+            scan.close()
+        if first is None:
+            why = f": {one_line(error)}" if error is not None else ""
+            raise ReaderError(f"{self.path.name}: no decodable video frame{why}")
+        if not pts_list:
+            return
+        pts_arr = np.asarray(pts_list, dtype=np.int64)  # (n,) decode order
+        order = np.sort(pts_arr)
+        if len(np.unique(order)) != len(order):
+            log.debug("%s: duplicate pts; sampling on the fly", self.path.name)
+            return
+        if self._t0 is None:
+            self._t0 = int(order[0])
+        times = (order - self._t0).astype(np.float64) * float(self.time_base)  # (n,) presentation order
+        self._times = times
+        picked = select_frames(times, fps=self.fps, max_frames=self.max_frames, start=self.start, end=self.end)
+        keep_sorted = [int(p) for p in order[picked]]
+        keep = set(keep_sorted)
+        gop = np.cumsum(np.asarray(keys, dtype=bool) | (np.arange(len(keys)) == 0)) - 1  # (n,) GOP number
+        n_gops = int(gop[-1]) + 1
+        needed = np.zeros(n_gops, dtype=bool)
+        first = np.searchsorted(gop, np.arange(n_gops), side="left")
+        key_pts = pts_arr[first]
+        for i, p in enumerate(pts_list):
+            if p in keep:
+                g = gop[i]
+                needed[g] = True
+                if g > 0 and p < key_pts[g]:  # open-GOP leading frame: references the previous GOP
+                    needed[g - 1] = True
+        self._plan = _Plan(keep, keep_sorted, dict(zip(pts_list, gop.tolist())), needed,
+                           [int(x) for x in key_pts], first.tolist())
+
+    # ------------------------------------------------------------------ iteration
+    def __iter__(self) -> Iterator[Frame]:
+        if self.container is None:
+            raise ReaderError(f"{self.path.name}: reader is closed")
+        if self._plan is not None:
+            return self._iter_planned()
+        return self._iter_sequential()
+
+    def _configure(self):
+        cc = self.stream.codec_context
+        cc.thread_type = "AUTO"
+        cc.thread_count = self.threads
+        return cc
+
+    def _decode(self, cc, packet):
+        """Decode one packet (None drains); bad data is logged and skipped."""
+        import av
+
+        try:
+            frames = cc.decode(packet)
+        except av.error.FFmpegError as e:
+            self.bad_packets += 1
+            level = log.warning if self.bad_packets == 1 else log.debug
+            t = "" if packet is None or packet.pts is None else f" at {self._time(packet.pts):.2f}s"
+            level("%s: skipping undecodable data%s: %s", self.path.name, t, one_line(e))
+            return []
+        out = []
+        for f in frames:
+            self.decoded += 1
+            if f.is_corrupt:
+                self.corrupt_frames += 1
+                level = log.warning if self.corrupt_frames == 1 else log.debug
+                level("%s: skipping corrupt frame at %.2fs", self.path.name, self._time(f.pts or 0))
+                continue
+            out.append(f)
+        return out
+
+    def _packets(self):
+        """Demux video packets; a read error mid-file ends the stream with a warning."""
+        import av
+
+        it = self.container.demux(self.stream)
+        while True:
+            try:
+                pkt = next(it)
+            except StopIteration:
+                return
+            except av.error.EOFError:
+                return
+            except av.error.FFmpegError as e:
+                log.warning("%s: stopped reading (file truncated or damaged?): %s", self.path.name, one_line(e))
+                return
+            if pkt.size == 0:
+                continue
+            yield pkt
+
+    def _emit(self, frame, index) -> Frame:
+        return Frame(self._time(frame.pts), index, to_rgb(frame, self.size_fn, self._turns))
+
+    def _iter_planned(self) -> Iterator[Frame]:
+        plan, cc = self._plan, self._configure()
+        pending = 0  # next entry of plan.keep_sorted not yet returned
+        index_of = {p: i for i, p in enumerate(self._sorted_pts())} if self.index_wanted else None
+        feeding, skip_mode, last_seek = False, "DEFAULT", None
+        if not plan.keep_sorted:
+            return
+        first_g = int(np.argmax(plan.gop_needed))
+        if first_g > 0:
+            self._seek(plan.gop_key_pts[first_g])
+            last_seek = first_g
+        try:
+            for pkt in self._packets():
+                g = plan.gop_of.get(pkt.pts)
+                if g is None:  # not seen by the scan (should not happen): decode it
+                    g_needed, wanted = True, True
+                else:
+                    g_needed, wanted = bool(plan.gop_needed[g]), pkt.pts in plan.keep
+                if not g_needed:
+                    if feeding:
+                        for f in self._decode(cc, None):
+                            pending, out = self._take(f, pending, index_of)
+                            yield from out
+                        cc.flush_buffers()
+                        feeding = False
+                    if pending >= len(plan.keep_sorted):
+                        break
+                    nxt = int(np.argmax(plan.gop_needed[g:])) + g if plan.gop_needed[g:].any() else None
+                    if nxt is None:
+                        break
+                    gap = plan.gop_first_packet[nxt] - plan.gop_first_packet[g]
+                    if gap >= SEEK_MIN_PACKETS and last_seek != nxt:
+                        self._seek(plan.gop_key_pts[nxt])
+                        last_seek = nxt
+                    continue
+                mode = "DEFAULT" if wanted else "NONREF"
+                if mode != skip_mode:
+                    cc.skip_frame = skip_mode = mode
+                for f in self._decode(cc, pkt):
+                    pending, out = self._take(f, pending, index_of)
+                    yield from out
+                feeding = True
+                if pending >= len(plan.keep_sorted):
+                    return
+            for f in self._decode(cc, None):
+                pending, out = self._take(f, pending, index_of)
+                yield from out
+            if pending < len(plan.keep_sorted):
+                log.warning("%s: %d of %d sampled frames could not be decoded", self.path.name,
+                            len(plan.keep_sorted) - pending, len(plan.keep_sorted))
+        finally:
+            cc.skip_frame = "DEFAULT"
+
+    index_wanted = True
+
+    def _sorted_pts(self):
+        return [int(p) for p in np.sort(np.fromiter(self._plan.gop_of.keys(), dtype=np.int64))]
+
+    def _take(self, f, pending, index_of):
+        """Return frame f if it is the next planned one (or stands in for planned frames that never came)."""
+        ks = self._plan.keep_sorted
+        if f.pts is None or pending >= len(ks) or f.pts < ks[pending]:
+            return pending, ()
+        if f.pts != ks[pending]:  # planned frame(s) missing (damaged data): this one stands in
+            j = bisect.bisect_right(ks, f.pts, lo=pending)
+            log.debug("%s: %d planned frame(s) missing before %.2fs", self.path.name, j - pending, self._time(f.pts))
+            pending = j
+        else:
+            pending += 1
+        idx = index_of.get(f.pts, -1) if index_of is not None else -1
+        return pending, (self._emit(f, idx),)
+
+    def _seek(self, pts) -> None:
+        import av
+
+        try:
+            self.container.seek(int(pts), stream=self.stream, backward=True)
+        except av.error.FFmpegError as e:
+            log.debug("%s: seek failed (%s); decoding through", self.path.name, one_line(e))
+
+    def _iter_sequential(self) -> Iterator[Frame]:
+        """One pass, no plan: full rate, or sampling on the fly when no scan was possible."""
+        cc = self._configure()
+        rate = self.info.fps
+        if self.max_frames is not None:  # uniform spread needs the duration
+            span = (self.end if self.end is not None else self.info.duration) - (self.start or 0.0)
+            if span <= 0:
+                raise ReaderError(f"{self.path.name}: unknown duration; cannot spread max_frames over it")
+            fps = self.max_frames / span
+            fps = min(fps, self.fps) if self.fps is not None else fps
+        else:
+            fps = self.fps
+        sampler = StreamSampler(fps, start=self.start, end=self.end, tol=0.5 / rate if rate else 1e-3)
+        if self.start:
+            self._seek(int(self.start / self.time_base) + (self.stream.start_time or 0))
+        index, returned = -1, 0
+        prev_pts = None
+        for pkt in self._packets():
+            stop = False
+            for f in self._decode(cc, pkt):
+                out, stop = self._seq_take(f, sampler, prev_pts)
+                if f.pts is not None:
+                    prev_pts = f.pts
+                index += 1
+                if out:
+                    returned += 1
+                    yield self._emit(f, index) if f.pts is not None else Frame(0.0, index, to_rgb(f, self.size_fn, self._turns))
+                    if self.max_frames is not None and returned >= self.max_frames:
+                        return
+                if stop:
+                    return
+        for f in self._decode(cc, None):
+            out, stop = self._seq_take(f, sampler, prev_pts)
+            index += 1
+            if out:
+                returned += 1
+                yield self._emit(f, index)
+                if self.max_frames is not None and returned >= self.max_frames:
+                    return
+            if stop:
+                return
+
+    def _seq_take(self, f, sampler, prev_pts):
+        if f.pts is None:
+            return sampler.step is None and self.start is None and self.end is None, False
+        t = self._time(f.pts)
+        if sampler.done(t):
+            return False, True
+        return sampler.keep(t), False
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        if self.container is not None:
+            self.container.close()
+            self.container = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def __repr__(self) -> str:
+        return f"VideoReader({str(self.path)!r}, info={self.info})"
+
+
+# ---------------------------------------------------------------------- decord backend
+class DecordReader:
+    """Same contract as VideoReader on top of decord (batched random access; no rotation metadata)."""
+
+    def __init__(self, path, *, fps=None, max_frames=None, start=None, end=None, max_side=None, size=None,
+                 threads: int = 0, batch: int = 32):
+        check_sampling(fps, max_frames, start, end)
+        self.path = _check_path(path)
+        try:
+            import decord
+        except ImportError:
+            raise ReaderError("backend='decord' needs decord: pip install decord2 (or decord)") from None
+        size_fn = size_callback(max_side, size)
+        try:
+            probe = decord.VideoReader(str(self.path), num_threads=threads)
+            h, w = probe[0].shape[:2] if len(probe) else (0, 0)
+            kw = {}
+            if size_fn is not None and len(probe):
+                th, tw = size_fn(h, w)
+                if (th, tw) != (h, w):
+                    kw = dict(width=tw, height=th)
+                    del probe
+                    probe = decord.VideoReader(str(self.path), num_threads=threads, **kw)
+        except decord.DECORDError as e:
+            raise ReaderError(f"cannot read {self.path.name} with decord: {one_line(e)}") from None
+        self.vr, self.batch = probe, batch
+        n = len(self.vr)
+        if n == 0:
+            raise ReaderError(f"{self.path.name} has no video frames")
+        self.times = np.asarray(self.vr.get_frame_timestamp(range(n))[:, 0], dtype=np.float64)  # (n,)
+        self.indices = select_frames(self.times, fps=fps, max_frames=max_frames, start=start, end=end)
+        rate = float(self.vr.get_avg_fps() or 0.0)
+        self.info = VideoInfo(float(self.times[-1] + (1.0 / rate if rate else 0.0)), rate, w, h, n, 0, "", "")
+        self.decoded = 0
+
+    def __iter__(self) -> Iterator[Frame]:
+        for i in range(0, len(self.indices), self.batch):
+            idx = self.indices[i:i + self.batch]
+            imgs = self.vr.get_batch(list(map(int, idx))).asnumpy()  # (b, h, w, 3)
+            self.decoded += len(idx)
+            for j, k in enumerate(idx):
+                yield Frame(float(self.times[k]), int(k), imgs[j])
+
+    def close(self) -> None:
+        self.vr = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_video(path, *, fps=None, max_frames=None, start=None, end=None, backend="auto", max_side=None,
+               size=None, threads: int = 0):
+    """Open a video file; iterate the result for Frame(time, index, image (H, W, 3) uint8 RGB).
+
+    fps: sample at this rate (nearest frame per tick, by pts); max_frames: at most this many, spread
+    uniformly; start/end: a time range in seconds; max_side / size(h, w) -> (h, w): downscale at decode."""
+    if backend not in BACKENDS:
+        raise ReaderError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    kw = dict(fps=fps, max_frames=max_frames, start=start, end=end, max_side=max_side, size=size, threads=threads)
+    if backend == "decord":
+        return DecordReader(path, **kw)
+    return VideoReader(path, **kw)

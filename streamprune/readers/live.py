@@ -1,0 +1,280 @@
+"""Frames from live sources: webcams, rtsp/udp/tcp/http/... URLs, and files replayed at real time.
+
+A background thread captures and decodes; frames are sampled by source time at the requested fps into a
+one-slot mailbox; the consumer always gets the newest sampled frame (colour conversion happens only for
+frames handed out). A sampled frame replaced before the consumer took it counts as dropped. When the
+source stalls or disconnects the thread reconnects with backoff for `retry_for` seconds, then the
+iteration ends; the reason is in `.end_reason` (and `.stats.end_reason`) and is logged.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .base import Frame, ReaderError, StreamSampler, log, one_line, quarter_turns, size_callback, to_rgb
+
+_RETRY_FIRST, _RETRY_MAX = 0.25, 4.0  # reconnect backoff (seconds)
+
+
+@dataclass
+class LiveStats:
+    source_fps: float = 0.0  # measured rate of captured frames (source time)
+    delivered: int = 0  # frames handed to the consumer
+    dropped: int = 0  # sampled frames replaced by a newer one before the consumer took them
+    reconnects: int = 0
+    captured: int = 0  # frames decoded from the source
+    end_reason: str | None = None  # why the iteration ended (None while running)
+
+
+@dataclass(frozen=True)
+class _Target:
+    url: str
+    format: str | None
+    options: dict
+    kind: str  # "webcam", "url", "file"
+    label: str
+
+
+def _resolve(source, options) -> _Target:
+    """Webcam index / device path / URL / file path -> what av.open needs."""
+    s = str(source).strip() if not isinstance(source, os.PathLike) else os.fspath(source)
+    opts = dict(options or {})
+    if s.isdigit() or s.startswith("/dev/video"):
+        dev = f"/dev/video{s}" if s.isdigit() else s
+        if sys.platform.startswith("linux"):
+            if not os.path.exists(dev):
+                raise ReaderError(f"no webcam at {dev} (no such device)")
+            return _Target(dev, "video4linux2", opts, "webcam", dev)
+        if sys.platform == "darwin" and s.isdigit():
+            return _Target(f"{s}:none", "avfoundation", opts, "webcam", f"webcam {s}")
+        raise ReaderError(f"webcam {s!r}: give the device as a URL or path for this platform ({sys.platform})")
+    if "://" in s and not s.startswith("file://"):
+        scheme = s.split("://", 1)[0].lower()
+        if scheme in ("rtsp", "rtsps"):
+            opts.setdefault("rtsp_transport", "tcp")
+        opts.setdefault("fflags", "nobuffer")
+        return _Target(s, None, opts, "url", s.split("?", 1)[0])
+    p = Path(s[len("file://"):] if s.startswith("file://") else s).expanduser()
+    if not p.exists():
+        raise ReaderError(f"no such file: {p}")
+    if p.is_dir():
+        raise ReaderError(f"is a directory, not a video file: {p}")
+    return _Target(str(p), None, opts, "file", p.name)
+
+
+def _open(target: _Target, timeout: float):
+    """av.open with bounded waiting; ReaderError (one line) on failure."""
+    import av
+
+    try:
+        c = av.open(target.url, format=target.format, options=target.options, timeout=(timeout, timeout),
+                    metadata_errors="ignore")
+    except av.error.ExitError:
+        raise ReaderError(f"{target.label}: no answer within {timeout:g}s") from None
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise ReaderError(f"cannot open {target.label}: {one_line(e)}") from None
+    if not c.streams.video:
+        c.close()
+        raise ReaderError(f"{target.label} has no video stream")
+    return c
+
+
+def _refused(e: ReaderError) -> bool:
+    msg = str(e)
+    return "refused" in msg.lower() or f"[Errno {errno.ECONNREFUSED}]" in msg
+
+
+class LiveReader:
+    """Iterable of Frame from a live source (see module docstring); `.stats`, `.end_reason`, `.close()`."""
+
+    def __init__(self, source, *, fps=1.0, realtime=False, timeout=10.0, retry_for=30.0, max_side=None, size=None,
+                 options=None):
+        if fps is not None and not (isinstance(fps, (int, float)) and fps > 0):
+            raise ReaderError(f"fps must be a positive number or None, got {fps!r}")
+        if not timeout or timeout <= 0:
+            raise ReaderError(f"timeout must be positive, got {timeout!r}")
+        if retry_for is None or retry_for < 0:
+            raise ReaderError(f"retry_for must be >= 0, got {retry_for!r}")
+        self.target = _resolve(source, options)
+        if self.target.kind == "file" and not realtime:
+            log.info("%s: a file read through open_live is replayed at real time", self.target.label)
+        self.fps, self.timeout, self.retry_for = fps, float(timeout), float(retry_for)
+        self.size_fn = size_callback(max_side, size)
+        self.stats = LiveStats()
+        self._cv = threading.Condition()
+        self._slot = None  # (av.VideoFrame, time, index) of the newest sampled frame not yet delivered
+        self._stop = threading.Event()
+        self._ended = False
+        self._container = self._open_first()
+        self._thread = threading.Thread(target=self._run, name=f"streamprune-live:{self.target.label}", daemon=True)
+        self._thread.start()
+
+    @property
+    def end_reason(self) -> str | None:
+        return self.stats.end_reason
+
+    # ------------------------------------------------------------------ capture thread
+    def _open_first(self):
+        """Open within `timeout` seconds; a refused connection is retried until then (the sender may be
+        starting)."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.05
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return _open(self.target, max(left, 0.1))
+            except ReaderError as e:
+                if self.target.kind != "url" or not _refused(e) or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def _run(self) -> None:
+        c, reason = self._container, "stopped"
+        sampler = StreamSampler(self.fps)
+        wall0 = None  # monotonic time of the first frame
+        offset = 0.0  # source-time offset of the current connection
+        t0 = None  # pts time of the first frame of the current connection
+        last_t = -1.0
+        try:
+            while not self._stop.is_set():
+                try:
+                    stream = c.streams.video[0]
+                    stream.thread_type = "AUTO"
+                    for frame in c.decode(stream):
+                        if self._stop.is_set():
+                            break
+                        now = time.monotonic()
+                        if wall0 is None:
+                            wall0 = now
+                        pt = frame.time
+                        if pt is None:
+                            t = now - wall0
+                        else:
+                            if t0 is None:
+                                t0 = pt
+                                offset = 0.0 if last_t < 0 else max(now - wall0, last_t + 1e-3)
+                            t = offset + (pt - t0)
+                        if t <= last_t:  # timestamps must grow (a sender restart, a wrap)
+                            t = last_t + 1e-3
+                        if self.target.kind == "file":  # pace to wall clock
+                            wait = wall0 + t - time.monotonic()
+                            if wait > 0 and self._stop.wait(wait):
+                                break
+                        last_t = t
+                        self._captured(frame, t, sampler)
+                    reason = "end of file" if self.target.kind == "file" else "stream ended"
+                except Exception as e:  # noqa: BLE001 - any read error: reconnect or end
+                    reason = f"read error: {one_line(e)}"
+                c.close()
+                c = None
+                if self._stop.is_set():
+                    reason = "closed"
+                    break
+                if self.target.kind == "file":
+                    break
+                c = self._reconnect(reason)
+                if c is None:
+                    reason = f"{reason}; gave up after retrying for {self.retry_for:g}s"
+                    break
+                t0 = None
+                with self._cv:
+                    self.stats.reconnects += 1
+                log.info("%s: reconnected (%d)", self.target.label, self.stats.reconnects)
+        finally:
+            if c is not None:
+                c.close()
+            with self._cv:
+                self.stats.end_reason = reason
+                self._ended = True
+                self._cv.notify_all()
+            if reason not in ("closed", "end of file"):
+                log.warning("%s: live source ended: %s", self.target.label, reason)
+
+    def _captured(self, frame, t: float, sampler: StreamSampler) -> None:
+        with self._cv:
+            st = self.stats
+            st.captured += 1
+            if st.captured == 1:
+                self._first_t = t
+            elif t > self._first_t:
+                st.source_fps = (st.captured - 1) / (t - self._first_t)
+            if not sampler.keep(t):
+                return
+            if self._slot is not None:
+                st.dropped += 1
+            self._slot = (frame, t, st.captured - 1)
+            self._cv.notify_all()
+
+    def _reconnect(self, reason: str):
+        log.warning("%s: %s; reconnecting for up to %gs", self.target.label, reason, self.retry_for)
+        deadline = time.monotonic() + self.retry_for
+        delay = _RETRY_FIRST
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                return _open(self.target, min(self.timeout, max(left, 0.1)))
+            except ReaderError as e:
+                log.debug("%s: reconnect failed: %s", self.target.label, e)
+            if self._stop.wait(min(delay, max(deadline - time.monotonic(), 0))):
+                return None
+            delay = min(delay * 2, _RETRY_MAX)
+        return None
+
+    # ------------------------------------------------------------------ consumer
+    def __iter__(self) -> Iterator[Frame]:
+        return self
+
+    def __next__(self) -> Frame:
+        with self._cv:
+            while self._slot is None and not self._ended:
+                self._cv.wait(0.5)
+            if self._slot is None:
+                raise StopIteration
+            frame, t, index = self._slot
+            self._slot = None
+            self.stats.delivered += 1
+        return Frame(t, index, to_rgb(frame, self.size_fn, quarter_turns(frame.rotation)))
+
+    def snapshot(self) -> LiveStats:
+        with self._cv:
+            return replace(self.stats)
+
+    def close(self) -> None:
+        """Stop capturing; waits at most `timeout` (+1 s) for a blocked read to give up."""
+        self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(self.timeout + 1.0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self._stop.set()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def open_live(source, *, fps=1.0, realtime=False, timeout=10.0, retry_for=30.0, max_side=None, size=None,
+              options=None) -> LiveReader:
+    """Open a webcam index ("0") / device path, a stream URL, or a file replayed at real time.
+
+    Iterating yields the newest frame at `fps` (None: every frame); opening raises ReaderError within about
+    `timeout` seconds; a lost source is retried for `retry_for` seconds, then the iteration ends."""
+    return LiveReader(source, fps=fps, realtime=realtime, timeout=timeout, retry_for=retry_for, max_side=max_side,
+                      size=size, options=options)

@@ -1,0 +1,396 @@
+"""Streaming subspace selection with a fixed token budget K (DESIGN 3.2).
+
+Each block: residuals against the current segment's orthonormal basis; greedy picks inside the block while
+the best residual energy exceeds `novelty` x the block's mean token energy; then, while the memory holds
+more than K tokens, evict the kept token whose removal loses the least: for the kept tokens S of a segment
+(Gram G = S S^T), the part of token j not explained by the other kept tokens of its segment has energy
+1 / (G^-1)_jj (= 1 / ||row j of R^-1||^2 for S^T = QR). Segments (the K >= d trap): a new segment starts
+when a block's unexplained energy fraction exceeds `segment_novelty` or the current segment's rank reaches
+`segment_rank` (default min(K, d // 2)), so the current basis never spans R^d and new content always
+leaves a residual. Eviction compares the per-segment losses directly, so the budget goes where content is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .greedy import ZERO_TOL, check_matrix, check_weights, greedy_residual, select_subspace
+from .recycle import density_peak_merge
+
+
+@dataclass
+class Memory:
+    """The kept tokens, ordered by ids (arrival order)."""
+
+    tokens: Tensor  # (k, d) float32
+    times: Tensor  # (k,) float64 seconds
+    ids: Tensor  # (k,) int64, index among all tokens ever pushed
+    payload: Tensor | None  # (k, ...) or None
+
+    def __len__(self) -> int:
+        return int(self.ids.numel())
+
+
+class _Segment:
+    """Kept tokens of one temporal segment: member slots, orthonormal basis Q (d, r), G^-1 (r, r) float64."""
+
+    def __init__(self, d: int, device):
+        self.slots: list[int] = []
+        self.Q = torch.zeros(d, 0, device=device)  # (d, r)
+        self.Ginv = torch.zeros(0, 0, dtype=torch.float64, device=device)  # (r, r)
+        self.updates = 0
+
+    @property
+    def rank(self) -> int:
+        return len(self.slots)
+
+
+def check_times(time, n: int, device) -> Tensor:
+    """Block time (float) or per-token times (n,) -> (n,) float64 finite."""
+    t = torch.as_tensor(time, dtype=torch.float64)
+    if t.ndim == 0:
+        t = t.expand(n)
+    t = t.reshape(-1).to(device)
+    if t.numel() != n:
+        raise ValueError(f"time has {t.numel()} entries for {n} tokens")
+    if not torch.isfinite(t).all():
+        raise ValueError("time contains NaN or Inf")
+    return t.clone()
+
+
+class StreamingSelector:
+    """Keeps at most `budget` tokens of a stream of blocks (the Selector protocol; see ARCHITECTURE.md).
+
+    budget: K >= 1. novelty: in-block greedy stops when the best residual energy <= novelty x mean token
+    energy of the block (0 picks every non-redundant token until the budget). segment_novelty: a block whose
+    unexplained energy fraction vs the current segment exceeds it starts a new segment. segment_rank: rank
+    cap per segment (default min(K, d // 2), at least 1). recycle: None | "nearest" (each evicted token is
+    merged, mass-weighted mean, into its most cosine-similar kept token) | "cluster" (the top recycle_frac of
+    a push's evicted tokens by loss are density-peak clustered into ceil(m / 2) clusters, each merged into
+    its nearest kept token); merging changes only Memory.tokens, never the selection math, ids, times or
+    payload. refresh_every: re-orthonormalise a segment's basis from its tokens after this many updates.
+    Zero rows and zero-weight rows are skipped (never enter the basis or memory; they still get ids).
+    Empty blocks are a no-op. Bad input raises ValueError and leaves the state untouched.
+    """
+
+    def __init__(self, budget: int, *, novelty: float = 0.05, segment_novelty: float = 0.5,
+                 segment_rank: int | None = None, recycle: str | None = None, recycle_frac: float = 0.3,
+                 refresh_every: int = 256, question_mode: str = "resprune", alpha: float = 0.3,
+                 device=None):
+        if isinstance(budget, bool) or int(budget) != budget or budget <= 0:
+            raise ValueError(f"budget must be a positive integer, got {budget}")
+        if not (math.isfinite(novelty) and novelty >= 0) or not (math.isfinite(segment_novelty) and segment_novelty > 0):
+            raise ValueError("novelty must be >= 0 and segment_novelty > 0 (finite)")
+        if segment_rank is not None and int(segment_rank) < 1:
+            raise ValueError(f"segment_rank must be >= 1, got {segment_rank}")
+        if recycle not in (None, "nearest", "cluster"):
+            raise ValueError(f"recycle must be None, 'nearest' or 'cluster', got {recycle!r}")
+        self.budget = int(budget)
+        self.novelty, self.segment_novelty = float(novelty), float(segment_novelty)
+        self.segment_rank = None if segment_rank is None else int(segment_rank)
+        self.recycle, self.recycle_frac = recycle, float(recycle_frac)
+        self.refresh_every = max(1, int(refresh_every))
+        self.question_mode, self.alpha = question_mode, float(alpha)
+        self.device = None if device is None else torch.device(device)
+        self.tokens_seen = 0
+        self.d: int | None = None
+        self._segments: list[_Segment] = []
+        self._current: _Segment | None = None
+        self._cap = 0
+        self._payload_shape = None
+
+    # ---- buffers -------------------------------------------------------------------------------------
+    def _alloc(self, d: int, device, payload: Tensor | None):
+        self.d, self.device = d, torch.device(device)
+        self._rank_cap = self.segment_rank or max(1, min(self.budget, d // 2))
+        self._cap = 0
+        self._raw = torch.zeros(0, d, device=self.device)  # (cap, d) tokens as pushed, float32
+        self._sw = torch.zeros(0, device=self.device)  # (cap,) sqrt(weight)
+        self._out = torch.zeros(0, d, device=self.device) if self.recycle else None  # merged tokens
+        self._mass = torch.zeros(0, dtype=torch.float64, device=self.device)
+        self._times = torch.zeros(0, dtype=torch.float64, device=self.device)
+        self._ids = torch.zeros(0, dtype=torch.long, device=self.device)
+        self._alive = torch.zeros(0, dtype=torch.bool, device=self.device)
+        self._score = torch.zeros(0, dtype=torch.float64, device=self.device)  # loss if evicted; inf = free
+        self._seg_of: list[_Segment | None] = []
+        self._payload = None
+        if payload is not None:
+            self._payload_shape, self._payload_dtype = tuple(payload.shape[1:]), payload.dtype
+            self._payload = torch.zeros(0, *self._payload_shape, dtype=payload.dtype, device=self.device)
+
+    def _grow(self, need: int):
+        if need <= self._cap:
+            return
+        new = max(need, self.budget + 64, 2 * self._cap)
+        extra = new - self._cap
+
+        def pad(t, fill):
+            return torch.cat([t, torch.full((extra, *t.shape[1:]), fill, dtype=t.dtype, device=t.device)])
+
+        self._raw, self._sw, self._mass = pad(self._raw, 0), pad(self._sw, 0), pad(self._mass, 0)
+        self._times, self._ids, self._alive = pad(self._times, 0), pad(self._ids, -1), pad(self._alive, False)
+        self._score = pad(self._score, math.inf)
+        if self._out is not None:
+            self._out = pad(self._out, 0)
+        if self._payload is not None:
+            self._payload = pad(self._payload, 0)
+        self._seg_of += [None] * extra
+        self._cap = new
+
+    def _free_slots(self, m: int) -> Tensor:
+        free = (~self._alive).nonzero().reshape(-1)
+        if free.numel() < m:
+            self._grow(self._cap + m - free.numel())
+            free = (~self._alive).nonzero().reshape(-1)
+        return free[:m]
+
+    # ---- segment algebra -----------------------------------------------------------------------------
+    def _sel(self, slots) -> Tensor:
+        idx = torch.as_tensor(slots, dtype=torch.long, device=self.device)
+        return self._raw[idx] * self._sw[idx, None]  # (r, d) weighted selection features
+
+    def _set_scores(self, seg: _Segment):
+        if seg.rank:
+            idx = torch.tensor(seg.slots, dtype=torch.long, device=self.device)
+            self._score[idx] = 1.0 / torch.diagonal(seg.Ginv).clamp_min(1e-300)
+
+    def _refresh(self, seg: _Segment):
+        """Rebuild Q and G^-1 of a segment from its tokens (numerical hygiene)."""
+        seg.updates = 0
+        if not seg.rank:
+            seg.Q = seg.Q[:, :0]
+            seg.Ginv = seg.Ginv[:0, :0]
+            return
+        S = self._sel(seg.slots)  # (r, d)
+        seg.Q = torch.linalg.qr(S.T).Q  # (d, r)
+        G = S.double() @ S.double().T  # (r, r)
+        L, info = torch.linalg.cholesky_ex(G)
+        seg.Ginv = torch.cholesky_inverse(L) if int(info) == 0 else torch.linalg.pinv(G, hermitian=True)
+        self._set_scores(seg)
+
+    def _add(self, seg: _Segment, slot: int, a: Tensor, q: Tensor, s: float):
+        """Append kept token (selection features a (d,), new direction q (d,), residual energy s)."""
+        if seg.rank:
+            b = (self._sel(seg.slots) @ a).double()  # (r,)
+            g = seg.Ginv @ b  # (r,)
+            top = seg.Ginv + torch.outer(g, g) / s
+            seg.Ginv = torch.cat([torch.cat([top, -g[:, None] / s], 1),
+                                  torch.cat([-g[None, :] / s, torch.full((1, 1), 1.0 / s, dtype=torch.float64,
+                                                                         device=self.device)], 1)])
+        else:
+            seg.Ginv = torch.full((1, 1), 1.0 / s, dtype=torch.float64, device=self.device)
+        seg.Q = torch.cat([seg.Q, q[:, None]], 1)
+        seg.slots.append(slot)
+        self._seg_of[slot] = seg
+        seg.updates += 1
+
+    def _remove(self, seg: _Segment, slot: int):
+        """Drop a kept token from its segment: Householder downdate of Q, block downdate of G^-1."""
+        p = seg.slots.index(slot)
+        r = seg.rank
+        if r > 1:
+            v = self._sel(seg.slots).T @ seg.Ginv[:, p].float()  # (d,) direction only token p covers
+            c = seg.Q.T @ v  # (r,)
+            c = c / c.norm().clamp_min(1e-30)
+            w = c.clone()
+            sgn = 1.0 if float(c[-1]) >= 0 else -1.0
+            w[-1] += sgn
+            seg.Q = (seg.Q - (2.0 / float(w @ w)) * torch.outer(seg.Q @ w, w))[:, :-1]
+            keep = [i for i in range(r) if i != p]
+            ki = torch.tensor(keep, device=self.device)
+            col = seg.Ginv[ki, p]
+            seg.Ginv = seg.Ginv[ki][:, ki] - torch.outer(col, col) / seg.Ginv[p, p]
+        else:
+            seg.Q, seg.Ginv = seg.Q[:, :0], seg.Ginv[:0, :0]
+        seg.slots.pop(p)
+        seg.updates += 1
+        self._seg_of[slot] = None
+        if seg.updates >= self.refresh_every:
+            self._refresh(seg)
+        else:
+            self._set_scores(seg)
+        if not seg.rank:
+            self._segments.remove(seg)
+            if self._current is seg:
+                self._current = None
+
+    # ---- protocol ------------------------------------------------------------------------------------
+    def push(self, tokens, time, *, weights=None, payload=None) -> None:
+        """Add one block: tokens (n, d), time float or (n,), weights (n,) >= 0, payload (n, ...)."""
+        X = check_matrix(tokens, "tokens")
+        n, d = X.shape
+        if d == 0:
+            raise ValueError("tokens have zero feature dimension")
+        if self.d is not None and d != self.d:
+            raise ValueError(f"token dimension changed from {self.d} to {d}")
+        device = self.device or X.device
+        X = X.to(device)
+        t = check_times(time, n, device)
+        w = check_weights(weights, n, device) if weights is not None else None
+        if payload is not None:
+            payload = torch.as_tensor(payload)
+            if payload.ndim == 0 or payload.shape[0] != n:
+                raise ValueError(f"payload must have {n} rows, got shape {tuple(payload.shape)}")
+            if self._payload_shape is not None and (tuple(payload.shape[1:]) != self._payload_shape):
+                raise ValueError(f"payload row shape {tuple(payload.shape[1:])} != {self._payload_shape}")
+        if self.d is not None and (payload is None) != (self._payload is None) and self.tokens_seen:
+            raise ValueError("payload must be given on every push or on none")
+        if n == 0:
+            return
+        if self.d is None:
+            self._alloc(d, device, payload)
+        ids = torch.arange(self.tokens_seen, self.tokens_seen + n, device=device)
+        self.tokens_seen += n
+        sw = w.sqrt() if w is not None else torch.ones(n, device=device)
+        A = X * sw[:, None]  # (n, d) weighted features
+        energy = A.pow(2).sum(dim=1)  # (n,)
+        emax = float(energy.max())
+        cand = ((energy > 0) & (energy > ZERO_TOL * emax)).nonzero().reshape(-1)
+        if cand.numel():
+            self._select_block(X, A, energy, cand, t, ids, sw, payload)
+        self._evict()
+
+    def _select_block(self, X, A, energy, cand, t, ids, sw, payload):
+        thresh = self.novelty * float(energy[cand].mean())
+        zero = ZERO_TOL * float(energy[cand].max())
+        left = self.budget  # at most K picks per block
+        first = True
+        while cand.numel() and left > 0:
+            seg = self._current
+            Ac = A[cand]  # (m, d)
+            if seg is not None and seg.rank >= self._rank_cap:
+                seg = None
+            if seg is not None:
+                R = Ac - (Ac @ seg.Q) @ seg.Q.T
+                R -= (R @ seg.Q) @ seg.Q.T  # second pass
+                if first and float(R.pow(2).sum()) > self.segment_novelty * float(energy[cand].sum()):
+                    seg = None
+            if seg is None:
+                seg = _Segment(self.d, self.device)
+                self._segments.append(seg)
+                self._current = seg
+                R = Ac.clone()
+            first = False
+            room = min(self._rank_cap - seg.rank, left)
+            picks, newQ, pe = greedy_residual(R, room, seg.Q, min_energy=thresh, zero_energy=zero)
+            if picks.numel():
+                order = picks  # add in pick order (Schur complements are sequential)
+                slots = self._free_slots(order.numel())
+                for i in range(order.numel()):
+                    j, slot = int(cand[order[i]]), int(slots[i])
+                    self._raw[slot], self._sw[slot] = X[j], sw[j]
+                    self._times[slot], self._ids[slot], self._alive[slot] = t[j], ids[j], True
+                    self._mass[slot] = 1.0
+                    if self._out is not None:
+                        self._out[slot] = X[j]
+                    if self._payload is not None:
+                        self._payload[slot] = payload[j].to(self._payload.device, self._payload.dtype)
+                    self._add(seg, slot, A[j], newQ[:, i], float(pe[i]))
+                if seg.updates >= self.refresh_every:
+                    self._refresh(seg)
+                else:
+                    self._set_scores(seg)
+                left -= picks.numel()
+            if picks.numel() < room or seg.rank < self._rank_cap:
+                break  # stopped by the threshold: the rest of the block is explained
+            keep = torch.ones(cand.numel(), dtype=torch.bool, device=cand.device)
+            keep[picks] = False
+            cand = cand[keep]
+
+    def _evict(self):
+        count = int(self._alive.sum()) if self._cap else 0
+        evicted = []
+        while count > self.budget:
+            slot = int(torch.argmin(self._score))
+            loss = float(self._score[slot])
+            seg = self._seg_of[slot]
+            self._remove(seg, slot)
+            self._alive[slot] = False
+            self._score[slot] = math.inf
+            evicted.append((slot, loss))
+            count -= 1
+            if self.recycle == "nearest":
+                self._merge_into_nearest(self._out[slot][None], self._mass[slot][None])
+        if self.recycle == "cluster" and evicted:
+            evicted.sort(key=lambda e: -e[1])
+            top = torch.tensor([s for s, _ in evicted[: max(1, math.ceil(self.recycle_frac * len(evicted)))]],
+                               device=self.device)
+            merged, assign = density_peak_merge(self._out[top], max(1, math.ceil(top.numel() / 2)))
+            mass = torch.zeros(merged.shape[0], dtype=torch.float64, device=self.device).index_add_(
+                0, assign, self._mass[top])
+            merged = torch.zeros_like(merged).index_add_(0, assign, self._out[top] * self._mass[top, None].float())
+            self._merge_into_nearest(merged / mass[:, None].float(), mass)
+
+    def _merge_into_nearest(self, toks: Tensor, mass: Tensor):
+        alive = self._alive.nonzero().reshape(-1)
+        if not alive.numel():
+            return
+        kept = self._out[alive]  # (k, d)
+        sim = torch.nn.functional.normalize(toks, dim=1) @ torch.nn.functional.normalize(kept, dim=1).T
+        near = alive[sim.argmax(dim=1)]  # (m,)
+        for i in range(toks.shape[0]):
+            j = int(near[i])
+            mj, mi = float(self._mass[j]), float(mass[i])
+            self._out[j] = (self._out[j] * mj + toks[i] * mi) / (mj + mi)
+            self._mass[j] = mj + mi
+
+    @property
+    def memory(self) -> Memory:
+        if not self._cap:
+            d = self.d or 0
+            return Memory(torch.zeros(0, d), torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.long),
+                          None)
+        alive = self._alive.nonzero().reshape(-1)
+        alive = alive[torch.argsort(self._ids[alive])]
+        toks = (self._out if self._out is not None else self._raw)[alive]
+        pay = self._payload[alive] if self._payload is not None else None
+        return Memory(toks.clone(), self._times[alive].clone(), self._ids[alive].clone(), pay)
+
+    def final(self, k: int, relevance=None) -> Tensor:
+        """Indices (ascending) into memory of at most k tokens for the LLM (question-aware with relevance)."""
+        return final_select(self.memory, k, relevance, mode=self.question_mode, alpha=self.alpha)
+
+    # ---- diagnostics ---------------------------------------------------------------------------------
+    def orthonormality_error(self) -> float:
+        """max over segments of ||Q^T Q - I||_F (0 for an empty selector)."""
+        err = 0.0
+        for seg in self._segments:
+            if seg.rank:
+                I = torch.eye(seg.rank, device=seg.Q.device)
+                err = max(err, float(torch.linalg.matrix_norm(seg.Q.T @ seg.Q - I)))
+        return err
+
+    @property
+    def n_segments(self) -> int:
+        return len(self._segments)
+
+
+def check_k(k) -> int:
+    if isinstance(k, bool) or int(k) != k or k < 0:
+        raise ValueError(f"k must be a non-negative integer, got {k}")
+    return int(k)
+
+
+def final_select(memory: Memory, k, relevance=None, *, mode: str = "resprune", alpha: float = 0.3) -> Tensor:
+    """Shared `final`: all of memory when k >= len(memory); else greedy subspace selection of the memory
+    tokens (question_select with the given relevance (len(memory),) when one is given). Ascending indices."""
+    k = check_k(k)
+    m = len(memory)
+    if relevance is not None:
+        relevance = torch.as_tensor(relevance, dtype=torch.float32).reshape(-1)
+        if relevance.numel() != m:
+            raise ValueError(f"relevance has {relevance.numel()} entries for {m} memory tokens")
+    dev = memory.tokens.device
+    if k >= m:
+        return torch.arange(m, device=dev)
+    if relevance is None:
+        idx = select_subspace(memory.tokens, k)
+    else:
+        from .relevance import question_select
+
+        idx = question_select(memory.tokens, k, relevance.to(dev), mode=mode, alpha=alpha)
+    return torch.sort(idx).values

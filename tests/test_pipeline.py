@@ -1,0 +1,208 @@
+"""Pipeline: nouns, contact sheet, config checks, and ask() end to end on tiny models and a PyAV video."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from streamprune import nouns as nouns_mod
+from streamprune.contact_sheet import save_contact_sheet, thumbnail
+from streamprune.nouns import extract_nouns, rule_based_nouns
+from streamprune.pipeline import AskConfig, _Thumbs, token_cells_guess
+
+
+def make_video(path, n_frames=10, rate=2, size=(64, 96), cut_at=None):
+    """A small H.264/MPEG-4 clip: a moving white box on a grey background that brightens at `cut_at`."""
+    h, w = size
+    c = av.open(str(path), "w")
+    s = c.add_stream("mpeg4", rate=rate)
+    s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+    for i in range(n_frames):
+        im = np.full((h, w, 3), 60 if cut_at is None or i < cut_at else 200, np.uint8)
+        x = (i * 7) % (w - 16)
+        im[h // 4: h // 4 + 16, x: x + 16] = (255, 255, 255)
+        im[-12:, :, 0] = (i * 25) % 256
+        for p in s.encode(av.VideoFrame.from_ndarray(im, format="rgb24")):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    return path
+
+
+# ---------------------------------------------------------------- nouns
+def test_nouns_spacy_finds_the_objects_not_the_verbs():
+    got = extract_nouns("What does the man pick up after the phone rings?")
+    assert "man" in got and "phone" in got
+    assert "pick" not in got and "what" not in got and "the" not in got
+    assert extract_nouns("What happens in the video?") == []  # generic medium words are not content
+
+
+def test_nouns_rule_based_fallback(monkeypatch):
+    got = rule_based_nouns("Is there a red car near the Eiffel Tower?")
+    assert {"car", "eiffel", "tower"} <= set(got)
+    assert not {"is", "there", "a", "the"} & set(got)
+    # extract_nouns falls back when no spaCy model loads
+    monkeypatch.setattr(nouns_mod, "_load_nlp", lambda: None)
+    assert extract_nouns("Where is the dog?") == ["dog"]
+    with pytest.raises(ValueError):
+        extract_nouns(None)
+
+
+def test_nouns_unique_in_order():
+    got = extract_nouns("The dog chases the cat, then the dog sleeps near a cat bed.")
+    assert got[:2] == ["dog", "cat"] and len(got) == len(set(got))
+
+
+# ---------------------------------------------------------------- config
+@pytest.mark.parametrize("kw", [dict(budget=0), dict(budget=-3), dict(method="nope"), dict(budget=64, memory=10),
+                                dict(fps=0), dict(max_frames=0), dict(alpha=-1.0)])
+def test_config_rejects_bad_values(kw):
+    with pytest.raises(ValueError):
+        AskConfig(**kw)
+
+
+def test_config_default_memory():
+    assert AskConfig(budget=64).memory == 512
+    assert AskConfig(budget=1024).memory == 4096
+
+
+# ---------------------------------------------------------------- thumbnails and contact sheet
+def test_thumbs_bounded_and_spread():
+    th = _Thumbs(16)
+    img = np.zeros((360, 640, 3), np.uint8)
+    for i in range(1000):
+        th.offer(i, float(i), img)
+    idx = sorted(th.items)
+    assert 8 <= len(idx) <= 16
+    assert idx[0] == 0 and idx[-1] >= 1000 - 1000 // 8  # spread over the whole stream
+    assert max(np.diff(idx)) == min(np.diff(idx))
+    assert th.items[0][1].shape[1] <= 240  # stored small
+
+
+def test_contact_sheet_png(tmp_path):
+    from PIL import Image
+
+    frames, kept = [], []
+    for i in range(5):
+        im = np.full((90, 160, 3), 200, np.uint8)
+        frames.append((i * 2.0, thumbnail(im)))
+        m = np.zeros((3, 4), bool)
+        m[i % 3, i % 4] = True
+        kept.append(m)
+    kept[-1] = None
+    out = save_contact_sheet(tmp_path / "k.png", frames, kept, (3, 4), title="t")
+    img = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    assert img.shape[0] > 90 and img.shape[1] > 4 * 160
+    # a kept cell stays bright, a dropped one is dimmed (tile 0: cell (0, 0) kept, (2, 3) dropped)
+    pad, top = 4, 20
+    tile_w, tile_h = 240, 135
+    kept_px = img[top + pad + 10, pad + 20]
+    dim_px = img[top + pad + tile_h - 10, pad + tile_w - 20]
+    assert kept_px.mean() > 150 and dim_px.mean() < 100
+    with pytest.raises(ValueError):
+        save_contact_sheet(tmp_path / "k.jpg", frames, kept, (3, 4))
+    with pytest.raises(ValueError):
+        save_contact_sheet(tmp_path / "k.png", frames, kept[:2], (3, 4))
+
+
+def test_token_cells_guess_grid_and_extra_token():
+    class E:
+        pass
+
+    e = E()
+    e.tokens, e.payload = torch.zeros(12, 4), None
+    grid, cell = token_cells_guess(e, 0, (30, 40))
+    assert grid == (3, 4) and list(cell) == list(range(12))
+    e.tokens = torch.zeros(197, 4)  # 14 x 14 + one extra token
+    grid, cell = token_cells_guess(e, 0, (100, 100))
+    assert grid == (14, 14) and cell[-1] == -1 and cell[195] == 195
+
+
+# ---------------------------------------------------------------- end to end on a tiny model
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from streamprune.models import load_model, write_tiny_model
+
+    return load_model(str(write_tiny_model("qwen2_vl", tmp_path_factory.mktemp("m") / "q")))
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return make_video(tmp_path_factory.mktemp("v") / "clip.mp4", n_frames=14, rate=2, cut_at=8)
+
+
+def _run(tiny, video, **kw):
+    from streamprune.pipeline import Pipeline, run_video
+
+    cfg = AskConfig(**{"budget": 8, "memory": 16, "max_new_tokens": 3, **kw})
+    pipe = Pipeline(tiny, cfg)
+    sizes = []
+    run_video(pipe, video, progress=lambda stage, done, total: sizes.append((done, total, len(pipe.selector.memory))))
+    return pipe, pipe.ask("Where is the white box on the road?"), sizes
+
+
+def test_ask_counts_and_bounds(tiny, video):
+    from streamprune.select import METHODS
+
+    per_block = None
+    for method in METHODS:
+        pipe, a, sizes = _run(tiny, video, method=method)
+        h, w = tiny.frame_size(64, 96)
+        per_block = (h // 28) * (w // 28)
+        assert a.frames == 7 and pipe.blocks == 4  # 7 frames at 1 fps -> 3 blocks of 2 + a padded tail
+        assert a.tokens_seen == 4 * per_block, method
+        assert a.tokens_to_llm <= 8 and a.tokens_to_llm <= a.tokens_kept <= 16, method
+        assert max(s[2] for s in sizes) <= 16  # the memory never exceeds its size while streaming
+        assert [s[0] for s in sizes] == list(range(1, 8)) and sizes[-1][1] == 7  # progress with a known total
+        assert a.span == (0.0, 6.0) and 0.0 <= a.kept_span[0] <= a.kept_span[1] <= 6.5
+        assert {"box", "road"} <= set(a.nouns) and "where" not in a.nouns
+        assert isinstance(a.text, str) and a.method == method
+        assert set(a.timings) >= {"decode", "encode", "select", "question", "prefill", "ttft", "generate"}
+        assert a.timings["ttft"] >= a.timings["prefill"] > 0
+        ids = pipe.last_final[0]
+        assert ids.numel() == a.tokens_to_llm and bool((ids < a.tokens_seen).all())
+    json.dumps(a.to_dict())
+
+
+def test_ask_is_deterministic_with_a_seed(tiny, video):
+    p1, a1, _ = _run(tiny, video, method="random", seed=3)
+    p2, a2, _ = _run(tiny, video, method="random", seed=3)
+    assert a1.text == a2.text and torch.equal(p1.last_final[0], p2.last_final[0])
+    p3, a3, _ = _run(tiny, video, method="ours", seed=3)
+    p4, a4, _ = _run(tiny, video, method="ours", seed=3)
+    assert a3.text == a4.text and torch.equal(p3.last_final[0], p4.last_final[0])
+
+
+def test_ask_api_and_contact_sheet(tiny, video, tmp_path):
+    from PIL import Image
+
+    from streamprune.pipeline import ask
+
+    png = tmp_path / "kept.png"
+    a = ask(str(video), "What is white?", model=tiny, budget=6, memory=12, max_new_tokens=2, save_kept=png)
+    assert a.tokens_to_llm <= 6
+    img = np.asarray(Image.open(png).convert("RGB"))
+    assert img.shape[0] > 40 and img.shape[1] > 400
+    with pytest.raises(ValueError):
+        ask(str(tmp_path / "missing.mp4"), "What?", model=tiny, budget=6)
+    with pytest.raises(ValueError):
+        ask(str(video), "   ", model=tiny, budget=6)
+
+
+def test_question_relevance_changes_the_selection(tiny, video):
+    """The question stage really conditions on the question: relevance differs between nouns."""
+    from streamprune.pipeline import Pipeline, run_video
+
+    pipe = Pipeline(tiny, AskConfig(budget=4, memory=16, max_new_tokens=1))
+    run_video(pipe, video)
+    mem = pipe.selector.memory
+    n1, r1 = pipe.relevance("Where is the dog?", mem)
+    n2, r2 = pipe.relevance("Where is the car?", mem)
+    assert n1 == ["dog"] and n2 == ["car"]
+    assert r1.shape == (len(mem),) and not torch.allclose(r1, r2)
+    assert pipe.relevance("What happens?", mem) == ([], None)

@@ -1,0 +1,235 @@
+"""File reader: sampling, timestamps, rotation, pixel formats, downscale and bad input."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from streamprune.readers import Frame, ReaderError, open_source, open_video, select_frames
+from tests._videos import corrupt_packets, green_level, packet_spans, write_audio_only, write_big, write_video
+
+
+@pytest.fixture(scope="module")
+def vdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("videos")
+
+
+@pytest.fixture(scope="module")
+def clip(vdir):  # 30 frames at 10 fps, B-frames, keyframe every 10 frames
+    return write_video(vdir / "clip.mp4", n=30, gop=10)
+
+
+def frame_no(img) -> int:
+    return round(green_level(img) / 8)
+
+
+def test_full_rate_frames_and_info(clip):
+    with open_video(clip) as r:
+        frames = list(r)
+        info = r.info
+    assert (info.width, info.height, info.frames) == (64, 48, 30)
+    assert info.fps == pytest.approx(10.0) and info.duration == pytest.approx(3.0, abs=0.11)
+    assert len(frames) == 30 and all(isinstance(f, Frame) for f in frames)
+    f0 = frames[0].image
+    assert f0.shape == (48, 64, 3) and f0.dtype == np.uint8 and f0.flags.c_contiguous
+    assert [f.index for f in frames] == list(range(30))
+    assert np.allclose([f.time for f in frames], np.arange(30) / 10)
+    assert [frame_no(f.image) for f in frames] == list(range(30))  # right content for each time
+    assert f0[:20, :28].mean() > 240 and f0[30:, 40:, 0].mean() < 15  # RGB order, white top-left
+
+
+def test_fps_sampling_matches_full_decode(clip):
+    with open_video(clip, fps=2.0) as r:
+        got = list(r)
+        decoded = r.decoded
+    assert [f.index for f in got] == [0, 5, 10, 15, 20, 25]
+    assert np.allclose([f.time for f in got], [0, 0.5, 1.0, 1.5, 2.0, 2.5])
+    assert [frame_no(f.image) for f in got] == [0, 5, 10, 15, 20, 25]
+    assert decoded < 30  # non-reference frames that are not needed are never decoded
+
+
+def test_max_frames_uniform_and_range(clip):
+    with open_video(clip, max_frames=3) as r:
+        idx = [f.index for f in r]
+    assert idx == [5, 15, 25]
+    with open_video(clip, start=1.0, end=2.0) as r:
+        got = list(r)
+    assert [f.index for f in got] == list(range(10, 20))
+    assert [frame_no(f.image) for f in got] == list(range(10, 20))
+    with open_video(clip, fps=1.0, start=1.2, max_frames=10) as r:
+        assert [f.index for f in r] == [12, 22]
+
+
+def test_sparse_sampling_skips_whole_gops(vdir):
+    p = write_video(vdir / "long.mp4", n=120, gop=10, rate=10)  # 12 GOPs
+    with open_video(p, max_frames=2) as r:
+        got = list(r)
+        decoded = r.decoded
+    assert [f.index for f in got] == [30, 90]
+    assert [frame_no(f.image) for f in got] == [30 % 32, 90 % 32]
+    assert decoded <= 40  # two GOPs (+ reorder slack), not 120 frames
+
+
+def test_select_frames_pure():
+    t = np.arange(100) / 25.0  # 25 fps, 4 s
+    assert list(select_frames(t, fps=5)) == list(range(0, 100, 5))
+    assert list(select_frames(t, fps=100)) == list(range(100))  # never duplicates
+    assert list(select_frames(t, max_frames=4)) == [12, 37, 62, 87]
+    assert len(select_frames(t, start=5.0)) == 0
+    vfr = np.array([0.0, 0.1, 0.15, 0.9, 1.02, 2.5])
+    assert list(select_frames(vfr, fps=1)) == [0, 4, 5]  # nearest frame to ticks 0, 1, 2 (2 -> 2.5)
+
+
+def test_vfr_timestamps_from_pts(vdir):
+    ms = [0, 40, 80, 400, 440, 1000, 1500, 1520, 2000, 2900]
+    p = write_video(vdir / "vfr.mp4", n=len(ms), pts=ms)
+    with open_video(p) as r:
+        got = list(r)
+    assert np.allclose([f.time for f in got], np.array(ms) / 1000, atol=1e-3)
+    assert [frame_no(f.image) for f in got] == list(range(len(ms)))
+    with open_video(p, fps=1.0) as r:
+        assert [f.index for f in r] == [0, 5, 8]  # ticks 0, 1, 2 s -> frames at 0.0, 1.0, 2.0
+
+
+def test_rotation_metadata_honoured(vdir):
+    p = write_video(vdir / "rot.mp4", n=3, w=64, h=48, rotation=90)  # display: 90 deg counter-clockwise
+    with open_video(p) as r:
+        img = next(iter(r)).image
+        info = r.info
+    assert img.shape == (64, 48, 3) and (info.width, info.height, info.rotation) == (48, 64, 90)
+    # the white top-left quadrant of the coded picture ends up bottom-left after a CCW quarter turn
+    assert img[40:, :20].mean() > 240 and img[:28, :20].mean() < 200
+
+
+@pytest.mark.parametrize("codec,pix,ext", [("libx264", "yuv420p10le", "mp4"), ("ffv1", "gray", "mkv"),
+                                           ("ffv1", "gray16le", "mkv")])
+def test_high_bit_depth_and_gray_become_rgb24(vdir, codec, pix, ext):
+    p = write_video(vdir / f"{pix}.{ext}", n=4, codec=codec, pix_fmt=pix)
+    with open_video(p) as r:
+        frames = list(r)
+        assert r.info.pix_fmt == pix
+    img = frames[0].image
+    assert len(frames) == 4 and img.shape == (48, 64, 3) and img.dtype == np.uint8
+    assert img[:20, :28].mean() > 240 and img[30:, 40:].mean() < 40
+    if "gray" in pix:
+        assert np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2])
+
+
+def test_odd_dimensions(vdir):
+    p = write_video(vdir / "odd.mp4", n=3, w=63, h=47, pix_fmt="yuv444p")
+    with open_video(p) as r:
+        imgs = [f.image for f in r]
+    assert len(imgs) == 3 and imgs[0].shape == (47, 63, 3)
+
+
+def test_single_frame_video(vdir):
+    p = write_video(vdir / "one.mp4", n=1)
+    for kw in ({}, {"fps": 1.0}, {"max_frames": 8}):
+        with open_video(p, **kw) as r:
+            got = list(r)
+        assert len(got) == 1 and got[0].time == 0.0 and got[0].image.shape == (48, 64, 3)
+
+
+def test_decode_time_downscale_8k(vdir):
+    p = write_big(vdir / "8k.mp4", n=1)
+    with open_video(p, max_side=640) as r:
+        got = list(r)
+        assert (r.info.width, r.info.height) == (7680, 4320)
+    assert len(got) == 1 and got[0].image.shape == (360, 640, 3)
+    assert got[0].image[:150, :300].mean() > 240  # content survives the resize
+    with open_video(p, size=lambda h, w: (h // 40, w // 40)) as r:
+        assert next(iter(r)).image.shape == (108, 192, 3)
+
+
+def test_downscale_respects_rotation(vdir):
+    p = write_video(vdir / "rot2.mp4", n=1, w=64, h=48, rotation=-90)
+    with open_video(p, max_side=32) as r:
+        assert next(iter(r)).image.shape == (32, 24, 3)
+
+
+def test_corrupt_middle_skips_bad_frames_and_keeps_the_rest(vdir, caplog):
+    p = write_video(vdir / "corrupt.mp4", n=60, gop=10, bframes=False)
+    corrupt_packets(p, 23, 3)
+    caplog.set_level(logging.WARNING, logger="streamprune.readers")
+    with open_video(p) as r:
+        got = list(r)
+        bad = r.bad_packets + r.corrupt_frames
+    nums = [frame_no(f.image) for f in got]
+    idx = [f.index for f in got]
+    assert bad > 0 and any("corrupt" in m or "undecodable" in m for m in caplog.messages)
+    assert len(got) >= 40  # everything outside the damaged GOP survives
+    assert all(f.index in idx for f in got) and idx == sorted(idx)
+    after = [f for f in got if f.index >= 30]  # next keyframe onwards decodes exactly
+    assert [f.index for f in after] == list(range(30, 60))
+    assert [frame_no(f.image) for f in after] == [i % 32 for i in range(30, 60)]
+    assert nums[:20] == list(range(20))
+
+
+def test_truncated_files(vdir, caplog):
+    p = write_video(vdir / "full.mp4", n=60, gop=10)
+    data = p.read_bytes()
+    cut = vdir / "cut.mp4"  # moov atom at the end: nothing is readable
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ReaderError, match="cut.mp4"):
+        open_video(cut)
+    fs = write_video(vdir / "fast.mp4", n=60, gop=10, container_options={"movflags": "+faststart"})
+    spans = packet_spans(fs)
+    part = vdir / "fast_cut.mp4"  # index first: the frames before the cut are readable
+    part.write_bytes(fs.read_bytes()[: spans[35][0]])
+    caplog.set_level(logging.WARNING, logger="streamprune.readers")
+    with open_video(part) as r:
+        got = list(r)
+    assert 20 <= len(got) < 60 and [f.index for f in got] == list(range(len(got)))
+
+
+def test_bad_inputs_raise_one_line_reader_error(vdir):
+    txt = vdir / "notes.mp4"
+    txt.write_text("this is not a video\n" * 50)
+    empty = vdir / "empty.mp4"
+    empty.write_bytes(b"")
+    audio = write_audio_only(vdir / "tone.m4a")
+    cases = {
+        vdir / "missing.mp4": "no such file",
+        vdir: "directory",
+        empty: "empty",
+        txt: "notes.mp4",
+        audio: "no video stream",
+    }
+    for path, needle in cases.items():
+        with pytest.raises(ReaderError) as e:
+            open_video(path)
+        msg = str(e.value)
+        assert needle in msg and "\n" not in msg and isinstance(e.value, ValueError)
+
+
+def test_bad_arguments(clip):
+    for kw in ({"fps": 0}, {"fps": -1.0}, {"max_frames": 0}, {"start": 2.0, "end": 1.0}, {"backend": "x"},
+               {"max_side": 0}, {"max_side": 10, "size": lambda h, w: (h, w)}):
+        with pytest.raises(ReaderError):
+            open_video(clip, **kw)
+
+
+def test_decord_backend_missing_is_clear(clip, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_decord(name, *a, **k):
+        if name == "decord":
+            raise ImportError("no decord")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_decord)
+    with pytest.raises(ReaderError, match="decord"):
+        open_video(clip, backend="decord")
+    with open_video(clip, backend="auto", max_frames=2) as r:  # auto never needs decord
+        assert len(list(r)) == 2
+
+
+def test_open_source_dispatch(clip):
+    with open_source(clip, fps=5.0) as r:
+        assert len(list(r)) == 15
+    with open_source(f"file://{clip}", max_frames=1) as r:
+        assert len(list(r)) == 1
