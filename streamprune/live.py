@@ -44,7 +44,7 @@ class LiveStats:
     started: float = field(default_factory=time.perf_counter)
     captured: int = 0             # frames delivered by the reader
     processed: int = 0            # frames encoded + selected
-    dropped: int = 0              # frames dropped (reader's own drops + ours)
+    dropped: int = 0              # frames dropped (the live reader's own drops + the worker's queue's)
     source_fps: float = 0.0
     stream_time: float = 0.0      # time stamp of the last processed frame
     tokens_seen: int = 0
@@ -82,26 +82,16 @@ class LiveSession:
         self.reader = None
         self._threads: list[threading.Thread] = []
         self.live = False
+        self.dropped_here = 0  # frames the worker was too slow for (the live reader counts its own)
 
     # -- threads
     def _open(self):
-        from .readers import open_source
+        from .readers import is_live_source, open_source
 
-        cfg = self.pipe.config
-        kw = dict(fps=cfg.fps, realtime=self.realtime)
-        return open_source(self.source, **kw, **self._live_kw())
-
-    def _live_kw(self) -> dict:
-        import inspect
-
-        from .readers import open_live, open_source
-
-        want = {"timeout": self.timeout, "retry_for": self.retry_for}
-        try:
-            params = set(inspect.signature(open_source).parameters) | set(inspect.signature(open_live).parameters)
-        except (TypeError, ValueError):
-            return {}
-        return {k: v for k, v in want.items() if k in params}
+        kw = dict(fps=self.pipe.config.fps, realtime=self.realtime)
+        if self.realtime or is_live_source(self.source):  # open_live's reconnect options
+            kw.update(timeout=self.timeout, retry_for=self.retry_for)
+        return open_source(self.source, **kw)
 
     def _capture(self) -> None:
         try:
@@ -119,7 +109,7 @@ class LiveSession:
                     try:
                         self.frames.put_nowait(fr)
                     except queue.Full:
-                        self.stats.dropped += 1
+                        self.dropped_here += 1
                 else:  # a file replayed as fast as possible: the worker sets the pace
                     while not self.stop_event.is_set():
                         try:
@@ -143,7 +133,7 @@ class LiveSession:
                 self.asked.put(line.strip())
 
     # -- answering
-    def answer(self, question: str, asked_at: float | None = None) -> dict:
+    def answer(self, question: str, asked_at: float | None = None, *, at_end: bool = False) -> dict:
         pipe = self.pipe
         t = time.perf_counter()
         if pipe.blocks == 0:
@@ -158,12 +148,12 @@ class LiveSession:
             "question": question, "answer": a.text, "span": [round(x, 3) for x in a.span],
             "kept_span": [round(x, 3) for x in a.kept_span], "tokens_seen": a.tokens_seen,
             "tokens_kept": a.tokens_kept, "tokens_to_llm": a.tokens_to_llm, "latency_s": round(lat, 4),
-            "ttft_s": round(a.timings["ttft"], 4),
+            "ttft_s": round(a.timings["ttft"], 4), "at_end": at_end,
         }
 
-    def _emit(self, question: str, asked_at: float | None) -> None:
+    def _emit(self, question: str, asked_at: float | None, at_end: bool = False) -> None:
         try:
-            self.on_answer(self.answer(question, asked_at))
+            self.on_answer(self.answer(question, asked_at, at_end=at_end))
         except ValueError as e:
             self.on_answer({"time": asked_at, "question": question, "error": str(e)})
 
@@ -201,10 +191,10 @@ class LiveSession:
             if pipe.blocks == 0:
                 pipe.flush()
             for t, q in self.scripted:
-                self._emit(q, t)
+                self._emit(q, t, at_end=True)
             self.scripted = []
             while not self.asked.empty():
-                self._emit(self.asked.get_nowait(), None)
+                self._emit(self.asked.get_nowait(), None, at_end=True)
 
     def _refresh(self) -> LiveStats:
         s = self.stats
@@ -212,13 +202,13 @@ class LiveSession:
         s.tokens_kept = len(self.pipe.selector.memory)
         s.memory_mb = rss_mb()
         st = getattr(self.reader, "stats", None)
-        if st is not None:
-            s.dropped = max(s.dropped, int(getattr(st, "dropped", 0) or 0))
+        s.dropped = self.dropped_here + (int(getattr(st, "dropped", 0) or 0) if st is not None else 0)
         return s
 
     # -- run
     def run(self, *, read_stdin: bool = False, status: Callable[[LiveStats], None] | None = None) -> LiveStats:
         """Block until the stream ends (or stop() / Ctrl-C); returns the final stats."""
+        self.pipe.warm()
         self.reader = self._open()
         cap = threading.Thread(target=self._capture, name="streamprune-capture", daemon=True)
         cap.start()

@@ -256,24 +256,28 @@ class Pipeline:
         t = time.perf_counter()
         with torch.inference_mode():
             enc = self.adapter.encode(images, times)
-        t2 = time.perf_counter()
-        tokens = enc.tokens.float()  # (n, d) float32 for the selection math
+        self.timings["encode"] += time.perf_counter() - t
         first_id = self.tokens_seen
-        self.selector.push(tokens, enc.times, payload=enc.payload)
-        t3 = time.perf_counter()
-        self.timings["encode"] += t2 - t
-        self.timings["select"] += t3 - t2
         real = len(block) if real is None else real
+        self.push_encoded(enc, times[:real])
         for f in block[:real]:
             if f.index in self.thumbs.items:
-                self.block_of[f.index] = (first_id, tokens.shape[0], *self._cells(enc, f, block, images))
+                self.block_of[f.index] = (first_id, len(enc.tokens), *self._cells(enc, f, block, images))
         self.block_of = {i: v for i, v in self.block_of.items() if i in self.thumbs.items}
+
+    def push_encoded(self, enc, frame_times) -> None:
+        """Select from one already encoded block (EncodedBlock-like: tokens, times, payload) whose real
+        frames have times `frame_times`; what push_frames does after encoding (benches feed it directly)."""
+        t = time.perf_counter()
+        self.selector.push(enc.tokens.float(), enc.times, payload=enc.payload)  # float32 selection math
+        self.timings["select"] += time.perf_counter() - t
+        real = len(frame_times)
         self.frames_seen += real
         self.blocks += 1
-        self.t0 = times[0] if self.t0 is None else self.t0
+        self.t0 = frame_times[0] if self.t0 is None else self.t0
         if real > 1:
-            self.frame_step = (times[real - 1] - times[0]) / (real - 1)
-        self.t1 = times[real - 1]
+            self.frame_step = (frame_times[-1] - frame_times[0]) / (real - 1)
+        self.t1 = frame_times[-1]
 
     def _cells(self, enc, frame, block, images):
         """(grid (rows, cols), local token index -> cell index or -1) for one frame's tokens in a block."""

@@ -31,21 +31,24 @@ class _UDPWriter:
         pass
 
 
-def serve(out, frames: int, fps: float) -> None:
-    with av.open(out, "w", format="mpegts", buffer_size=1316, container_options={"flush_packets": "1"}) as c:
-        s = c.add_stream("libx264", rate=int(fps))
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        s.options = {"preset": "ultrafast", "tune": "zerolatency", "g": "5"}
-        t0 = time.monotonic()
-        for i in range(frames):
-            img = np.zeros((48, 64, 3), np.uint8)
-            img[..., 1] = (i * 8) % 256
-            img[:24, :32] = 255
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-            delay = t0 + (i + 1) / fps - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+def serve(out, frames: int, fps: float, stall: bool = False) -> None:
+    c = av.open(out, "w", format="mpegts", buffer_size=1316, container_options={"flush_packets": "1"})
+    s = c.add_stream("libx264", rate=int(fps))
+    s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+    s.options = {"preset": "ultrafast", "tune": "zerolatency", "g": "5"}
+    t0 = time.monotonic()
+    for i in range(frames):
+        img = np.zeros((48, 64, 3), np.uint8)
+        img[..., 1] = (i * 8) % 256
+        img[:24, :32] = 255
+        for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            c.mux(p)
+        delay = t0 + (i + 1) / fps - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    if stall:
+        time.sleep(120)  # the connection stays open, nothing more is sent
+    c.close()
 
 
 def main(argv: list[str]) -> None:
@@ -62,26 +65,9 @@ def main(argv: list[str]) -> None:
         print(argv[4], flush=True)
         out = _UDPWriter(int(argv[4]))
     try:
-        serve(out, frames, fps) if after == "close" else serve_then_stall(out, frames, fps)
+        serve(out, frames, fps, stall=after == "stall")
     except (BrokenPipeError, ConnectionResetError):
         pass
-
-
-def serve_then_stall(out, frames: int, fps: float) -> None:
-    serve_open = av.open(out, "w", format="mpegts", buffer_size=1316, container_options={"flush_packets": "1"})
-    s = serve_open.add_stream("libx264", rate=int(fps))
-    s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-    s.options = {"preset": "ultrafast", "tune": "zerolatency", "g": "5"}
-    t0 = time.monotonic()
-    for i in range(frames):
-        img = np.zeros((48, 64, 3), np.uint8)
-        img[..., 1] = (i * 8) % 256
-        for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-            serve_open.mux(p)
-        delay = t0 + (i + 1) / fps - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-    time.sleep(120)  # the connection stays open, nothing more is sent
 
 
 if __name__ == "__main__":

@@ -78,6 +78,25 @@ def _qwen3vl(seed=0):
     return Qwen3VLForConditionalGeneration(cfg).eval()
 
 
+def _llava(seed=0):
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    torch.manual_seed(seed)
+    cfg = LlavaConfig(
+        vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, image_size=56, patch_size=14, projection_dim=32),
+        text_config=dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, vocab_size=96, bos_token_id=1, eos_token_id=2),
+        image_token_id=VIDEO, attn_implementation="sdpa")
+    return LlavaForConditionalGeneration(cfg).eval()
+
+
+def _llava_inputs(seed=3):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.cat([torch.tensor([5, 6, 7]), torch.full((16,), VIDEO), torch.randint(3, 80, (6,), generator=g)])[None]
+    return dict(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=torch.randn(1, 3, 56, 56, generator=g))
+
+
 def _prompt(n_text_before=6, n_vis=24, n_text_after=10, seed=1):
     g = torch.Generator().manual_seed(seed)
     ids = torch.cat([torch.randint(3, 80, (n_text_before,), generator=g), torch.randint(3, 80, (n_vis,), generator=g),
@@ -289,10 +308,13 @@ def _video_inputs(model, groups=1, per=8, seed=3):
                 mm_token_type_ids=(ids == VIDEO).long() * 2)
 
 
-@pytest.mark.parametrize("family", ["qwen2vl", "qwen3vl"])
+@pytest.mark.parametrize("family", ["qwen2vl", "qwen3vl", "llava"])
 def test_vlm_pruned_forward_and_generate(family):
-    model = _qwen2vl() if family == "qwen2vl" else _qwen3vl()
-    inputs = _video_inputs(model, groups=1 if family == "qwen2vl" else 2, per=8 if family == "qwen2vl" else 4)
+    if family == "llava":
+        model, inputs = _llava(), _llava_inputs()
+    else:
+        model = _qwen2vl() if family == "qwen2vl" else _qwen3vl()
+        inputs = _video_inputs(model, groups=1 if family == "qwen2vl" else 2, per=8 if family == "qwen2vl" else 4)
     vis = inputs["input_ids"] == VIDEO
     text_cfg = model.config.text_config
     vision_attn = model.config.vision_config._attn_implementation
@@ -310,8 +332,9 @@ def test_vlm_pruned_forward_and_generate(family):
     # cached generate: decode positions continue the unpruned M-RoPE positions
     g, st = _generate(model, inputs.pop("input_ids"), inputs.pop("attention_mask"), vis, cfg, n=4, **inputs)
     seq = g.sequences
-    full = dict(inputs, input_ids=seq, attention_mask=torch.ones_like(seq),
-                mm_token_type_ids=(seq == VIDEO).long() * 2)
+    full = dict(inputs, input_ids=seq, attention_mask=torch.ones_like(seq))
+    if "mm_token_type_ids" in inputs:
+        full["mm_token_type_ids"] = (seq == VIDEO).long() * 2
     ref = _reference(model, _drop_masks(st, vis, 4, seq.shape[1]), **full)
     L = vis.shape[1]
     torch.testing.assert_close(torch.stack(g.logits, 1)[0], ref[0, L - 1:seq.shape[1] - 1], atol=1e-5, rtol=0)

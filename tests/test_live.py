@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from streamprune.cli import main
 from streamprune.live import LiveSession, parse_questions
@@ -35,6 +36,15 @@ for p in s.encode():
     c.mux(p)
 c.close()
 """
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run ~20x faster on one thread when the machine is busy (no oversubscription)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def free_port() -> int:
@@ -76,12 +86,16 @@ def test_live_tcp_stream_scripted_questions(tmp_path, tiny_qwen, capsys):
     assert code == 0, err
     answers = [json.loads(line) for line in out.splitlines()]
     assert [a["question"] for a in answers] == ["What is moving?", "Where is the box?"]
+    assert not answers[0]["at_end"]  # the stream reached 1.5 s while running
     for a, due in zip(answers, (1.5, 4.0)):
         assert "answer" in a, a
         assert a["time"] == due
-        # asked once the stream reached the question's time: the memory covers up to just before it
+        # asked when the stream reached the question's time: the memory covers the stream up to just before
+        # it (never later); a question still pending at the end of the stream sees the final memory
         assert a["span"][0] == pytest.approx(0.0, abs=0.6)
-        assert due - 1.5 <= a["span"][1] <= due + 0.01
+        assert a["span"][1] <= due
+        if not a["at_end"]:
+            assert a["span"][1] >= due - 2.0 and a["stream_time"] < due
         assert a["tokens_to_llm"] <= 8 and a["tokens_kept"] <= 24
     assert answers[1]["tokens_seen"] > answers[0]["tokens_seen"]
     assert elapsed < 40  # ended by itself: end of stream, short reconnect window

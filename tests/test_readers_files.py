@@ -233,3 +233,12 @@ def test_open_source_dispatch(clip):
         assert len(list(r)) == 15
     with open_source(f"file://{clip}", max_frames=1) as r:
         assert len(list(r)) == 1
+
+
+def test_decord_backend_agrees_with_pyav(clip):
+    pytest.importorskip("decord")
+    for kw in ({}, {"fps": 2.0}, {"max_frames": 3}, {"start": 1.0, "end": 2.0}, {"max_side": 32}):
+        with open_video(clip, backend="decord", **kw) as a, open_video(clip, **kw) as b:
+            fa, fb = list(a), list(b)
+        assert [(f.index, round(f.time, 3)) for f in fa] == [(f.index, round(f.time, 3)) for f in fb]
+        assert all(np.abs(x.image.astype(int) - y.image.astype(int)).mean() < 3 for x, y in zip(fa, fb))

@@ -79,19 +79,22 @@ class SyntheticStream:
     def duration(self) -> float:
         return self.n_blocks / self.fps
 
-    def _scene(self, s: int) -> tuple[Tensor, Tensor]:
+    def _scene(self, s: int) -> tuple[Tensor, Tensor, Tensor]:
+        cache = self.__dict__.get("_scene_cache")
+        if cache is not None and cache[0] == s:
+            return cache[1]
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + 2 * s + 17)
         basis = torch.linalg.qr(torch.randn(self.dim, self.rank, generator=g)).Q.T  # (rank, d)
         coef = torch.randn(self.tokens_per_block, self.rank, generator=g)  # (n, rank)
         coef *= math.sqrt(self.dim / self.rank)  # tokens of norm ~ sqrt(d)
-        return basis, coef
+        walk = torch.randn(self.tokens_per_block, self.rank, generator=g)  # (n, rank) drift direction
+        self.__dict__["_scene_cache"] = (s, (basis, coef, walk))
+        return basis, coef, walk
 
     def block(self, b: int) -> Tensor:
         """Tokens (n, d) float32 of block b (pure function of seed and b)."""
         s, j = divmod(b, self.scene_len)
-        basis, coef = self._scene(s)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + 2 * s + 18)
-        walk = torch.randn(self.tokens_per_block, self.rank, generator=g)  # (n, rank) drift direction
+        basis, coef, walk = self._scene(s)
         x = (coef + self.drift * j * walk * math.sqrt(self.dim / self.rank)) @ basis  # (n, d)
         gb = torch.Generator().manual_seed(self.seed * 999_983 + b)
         x += self.noise * torch.randn(self.tokens_per_block, self.dim, generator=gb)

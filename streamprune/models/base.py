@@ -42,6 +42,7 @@ REGISTRY = {
     "qwen3_vl": ("qwen_vl", "QwenVLAdapter"),
     "video_llava": ("llava", "VideoLlavaAdapter"),
     "llava_onevision": ("llava", "OneVisionAdapter"),
+    "llava_next_video": ("llava", "NextVideoAdapter"),
 }
 
 
@@ -207,6 +208,7 @@ class Adapter:
                                      if "video" in str(getattr(tokenizer, "chat_template", "") or "") else None)
         if positions is not None:
             self.positions = positions
+        self.last_prune_stats = None
         self.config = model.config
         self.text_config = getattr(model.config, "text_config", model.config)
         self.hidden_size = int(self.text_config.hidden_size)
@@ -252,9 +254,10 @@ class Adapter:
             w = str(w).strip()
             if not w:
                 raise ValueError("embed_words: empty word")
-            ids = self.tokenizer(" " + w, add_special_tokens=False)["input_ids"]
-            if not ids:
-                ids = self.tokenizer(w, add_special_tokens=False)["input_ids"]
+            # the mid-sentence form (" word") unless the tokenizer splits it more than the bare word
+            spaced = self.tokenizer(" " + w, add_special_tokens=False)["input_ids"]
+            bare = self.tokenizer(w, add_special_tokens=False)["input_ids"]
+            ids = spaced if spaced and (len(spaced) <= len(bare) or not bare) else bare
             out[i] = table[torch.as_tensor(ids, device=table.device)].float().mean(0)
         return out
 
@@ -327,11 +330,21 @@ class Adapter:
         return out.logits[0, -1].argmax(-1, keepdim=True)
 
     def _decoder_prune(self, config, inputs):
-        if config is None:
+        """The in-decoder stage around a forward/generate: `config` a DecoderPruneConfig, True for defaults,
+        None/False for none. Stats of the last use land in `self.last_prune_stats`."""
+        if config is None or config is False:
             return contextlib.nullcontext()
-        from . import decoder_prune as dp  # helper D's module; imported only when asked for
+        from . import decoder_prune as dp  # helper module of the decoder stage; imported only when asked for
 
-        return dp.decoder_prune(self.model, config, inputs["visual_mask"])
+        if config is True:
+            config = dp.DecoderPruneConfig()
+        return self._stats_of(dp.decoder_prune(self.model, config, inputs["visual_mask"]))
+
+    @contextlib.contextmanager
+    def _stats_of(self, ctx):
+        with ctx as stats:
+            self.last_prune_stats = stats
+            yield stats
 
     @torch.no_grad()
     def generate_ids(self, memory, question: str, *, max_new_tokens: int = 64, decoder_prune=None,

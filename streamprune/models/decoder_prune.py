@@ -139,9 +139,11 @@ def rater_tokens(embeds: Tensor, visual: Tensor, text: Tensor) -> Tensor:
     t_idx = text.nonzero().squeeze(1)  # (n_t,)
     if t_idx.numel() == 0 or not bool(visual.any()):
         return t_idx
-    v = embeds[visual].float()  # (n_v, d)
     t = embeds[t_idx].float()  # (n_t, d)
-    r = torch.softmax(v @ t.T, dim=-1).mean(0)  # (n_t,)
+    v_idx = visual.nonzero().squeeze(1)
+    # float32 logits in row chunks: no float copy of all visual embeddings
+    logits = torch.cat([embeds[v_idx[i:i + 1024]].float() @ t.T for i in range(0, v_idx.numel(), 1024)])  # (n_v, n_t)
+    r = torch.softmax(logits, dim=-1).mean(0)  # (n_t,)
     sel = r > r.mean()
     return t_idx[sel] if bool(sel.any()) else t_idx
 
@@ -168,6 +170,17 @@ class _State:
         self.pending: dict[int, tuple[list[Tensor], list[int | None]]] = {}
         self.prefill = False
         self.n_prompt = 0
+        self._cache: dict = {}
+
+    def _cached(self, obj, r: int, make):
+        """The sliced version of a per-forward input (same object for every layer of a region)."""
+        if obj is None:
+            return None
+        key = (id(obj), r)
+        hit = self._cache.get(key)
+        if hit is None or hit[0] is not obj:
+            hit = self._cache[key] = (obj, make())
+        return hit[1]
 
     def region_of(self, layer: int) -> int:
         return sum(1 for k in self.layers if k <= layer)
@@ -179,6 +192,7 @@ class _State:
         if pkv is not None and not isinstance(pkv, DynamicCache):
             raise ValueError(f"decoder_prune needs a DynamicCache, got {type(pkv).__name__}")
         self.prefill = pkv is None or pkv.get_seq_length() == 0
+        self._cache = {}
         if not self.prefill:
             if not self.regions:
                 raise ValueError("decoder_prune: a cached step arrived without a pruned prefill in this context")
@@ -248,7 +262,10 @@ class _State:
         if len(lens) != 1:
             raise ValueError("decoder_prune: samples in a batch must keep the same number of tokens "
                              "(give every sample the same number of visual tokens)")
-        h_new = torch.stack([r[1] for r in rows])  # (B, n', d)
+        if all(k == n for k, n in zip(n_keep, n_vis)):  # nothing dropped (so nothing recycled): no copy
+            h_new = h
+        else:
+            h_new = torch.stack([r[1] for r in rows])  # (B, n', d)
         self.regions.append(_Region(*(torch.stack([r[i] for r in rows]) for i in (0, 2, 3, 4, 5))))
         return h_new
 
@@ -261,7 +278,8 @@ class _State:
         keep = torch.ones(n, dtype=torch.bool, device=h.device)
         keep[drop_v] = False
         slots = keep.nonzero().squeeze(1)  # (n_kept,) ascending
-        h_new, src, msrc = h[slots], reg.src[b, slots], reg.msrc[b, slots]
+        h_new = h if drop_v.numel() == 0 else h[slots]  # (n_kept, d)
+        src, msrc = reg.src[b, slots], reg.msrc[b, slots]
         vis_new, rater_new, merged_new = reg.vis[b, slots], reg.rater[b, slots], reg.merged[b, slots]
         n_rec = 0
         if self.config.recycle and drop_v.numel():
@@ -305,13 +323,16 @@ class _State:
             reg = self.regions[r]
             pe = kwargs.get("position_embeddings")
             if pe is not None:
-                kwargs["position_embeddings"] = tuple(_take_seq(t, reg.src, self.n_prompt, dim=-2) for t in pe)
-            if torch.is_tensor(kwargs.get("position_ids")):
-                kwargs["position_ids"] = _take_seq(kwargs["position_ids"], reg.src, self.n_prompt, dim=-1)
-            kwargs["attention_mask"] = _slice_mask_prefill(kwargs.get("attention_mask"), reg.msrc)
+                kwargs["position_embeddings"] = self._cached(pe, r, lambda: tuple(_take_seq(t, reg.src, self.n_prompt, dim=-2) for t in pe))
+            pid = kwargs.get("position_ids")
+            if torch.is_tensor(pid):
+                kwargs["position_ids"] = self._cached(pid, r, lambda: _take_seq(pid, reg.src, self.n_prompt, dim=-1))
+            m = kwargs.get("attention_mask")
+            kwargs["attention_mask"] = self._cached(m, r, lambda: _slice_mask_prefill(m, reg.msrc))
         else:
             reg = self.regions[r]
-            kwargs["attention_mask"] = _slice_mask_decode(kwargs.get("attention_mask"), reg.msrc, self.n_prompt)
+            m = kwargs.get("attention_mask")
+            kwargs["attention_mask"] = self._cached(m, r, lambda: _slice_mask_decode(m, reg.msrc, self.n_prompt))
         if args:
             args = (h,) + tuple(args[1:])
         else:
@@ -481,6 +502,8 @@ def decoder_prune(model: nn.Module, config: DecoderPruneConfig, visual_mask: Ten
     finally:
         for hd in handles:
             hd.remove()
+        state._cache.clear()
+        state.pending.clear()
         for i in state.score_layers:
             layers[i].self_attn.__dict__.pop("_streamprune_state", None)
         cfg._attn_implementation = base

@@ -13,7 +13,7 @@ import torch
 
 TINY_MARKER = "streamprune_tiny"  # key set in config.json of models written here
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "video_llava", "llava_onevision")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "video_llava", "llava_onevision", "llava_next_video")
 
 _WORDS = """
 a an the and or but if of to in on at by for with from into over under after before during while about
@@ -69,7 +69,7 @@ _VIDEO_LLAVA_TEMPLATE = (
 
 
 def _kind(family: str) -> str:
-    return "qwen" if family.startswith("qwen") else family
+    return "qwen" if family.startswith("qwen") else "video_llava" if family == "llava_next_video" else family
 
 
 def build_tokenizer(family: str):
@@ -148,6 +148,16 @@ def tiny_config(family: str, tok, *, hidden: int = 64, layers: int = 2):
                                 vision_config=dict(vision, model_type="clip_vision_model"),
                                 image_token_index=ids("<image>"), video_token_index=ids("<video>"),
                                 image_seq_length=16, video_seq_length=8 * 17)
+    if family == "llava_next_video":
+        from transformers import LlavaNextVideoConfig
+
+        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      image_size=56, patch_size=14, projection_dim=32, model_type="clip_vision_model")
+        text = _text_cfg(vocab, hidden=hidden, layers=layers, bos_token_id=ids("<s>"), eos_token_id=ids("</s>"),
+                         pad_token_id=ids("<pad>"), model_type="llama")
+        return LlavaNextVideoConfig(text_config=text, vision_config=vision, image_token_index=ids("<image>"),
+                                    video_token_index=ids("<video>"), image_grid_pinpoints=[[56, 56]],
+                                    image_seq_length=16, video_seq_length=8 * 4)
     if family == "llava_onevision":
         vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                       image_size=56, patch_size=14, model_type="siglip_vision_model")
@@ -198,13 +208,16 @@ def _tiny_preproc(family: str) -> dict:
         return {"size": {"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 16},
                 "image_mean": [0.5, 0.5, 0.5] if family == "qwen3_vl" else [0.48145466, 0.4578275, 0.40821073],
                 "image_std": [0.5, 0.5, 0.5] if family == "qwen3_vl" else [0.26862954, 0.26130258, 0.27577711]}
-    return {"size": {"height": 56, "width": 56}, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+    if family == "llava_onevision":
+        return {"size": {"height": 56, "width": 56}, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+    return {"size": {"shortest_edge": 56}, "crop_size": {"height": 56, "width": 56},
+            "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}
 
 
 # ---------------------------------------------------------------- real-size random presets (benches)
 PRESETS = {
     "qwen2-vl-2b": dict(family="qwen2_vl", hidden=1536, layers=28, heads=12, kv=2, inter=8960, vocab=151936,
-                        vision=dict(depth=32, embed_dim=1280, num_heads=16)),
+                        vision=dict(depth=32, embed_dim=1280, num_heads=16), tie=True),
     "qwen2-vl-7b": dict(family="qwen2_vl", hidden=3584, layers=28, heads=28, kv=4, inter=18944, vocab=152064,
                         vision=dict(depth=32, embed_dim=1280, num_heads=16)),
 }
@@ -231,7 +244,7 @@ def preset_config(preset: str):
                   temporal_patch_size=2)
     config = Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=ids("<|image_pad|>"),
                            video_token_id=ids("<|video_pad|>"), vision_start_token_id=ids("<|vision_start|>"),
-                           vision_end_token_id=ids("<|vision_end|>"))
+                           vision_end_token_id=ids("<|vision_end|>"), tie_word_embeddings=p.get("tie", False))
     return config, tok
 
 
@@ -247,12 +260,28 @@ def build_random_model(preset: str, *, device=None, dtype=None, attn_implementat
     dt = dtype if dtype is not None else default_dtype(dev)
     config._attn_implementation = attn_implementation or "sdpa"
     torch.manual_seed(seed)
-    with torch.device("meta"):
-        model = _model_class(config)(config)
-    model = model.to_empty(device=dev).to(dt)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dt)  # parameters born in dt; rotary buffers stay float32 as the model asks
+    try:
+        with torch.device("meta"):
+            model = _model_class(config)(config)
+    finally:
+        torch.set_default_dtype(old)
+    if dev.type == "meta":  # shapes only (parameter counts, memory estimates)
+        return adapter_for(model.eval(), tok, name=preset, is_tiny=False)
+    model = materialize(model, dev)
+    model.eval()
+    adapter = adapter_for(model, tok, name=preset, is_tiny=False)
+    return adapter
+
+
+def materialize(model, device):
+    """Allocate a meta-device model on `device` (dtypes kept) with random weights (std 0.02, norms 1,
+    biases 0) and recomputed rotary buffers."""
+    model = model.to_empty(device=device)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "norm" in name or name.endswith("ln_q.weight") or ".ln_" in name:
+            if "norm" in name or ".ln_" in name or name.endswith(("ln_q.weight", "ln_q.bias")):
                 p.fill_(1.0) if name.endswith("weight") else p.zero_()
             elif name.endswith("bias"):
                 p.zero_()
@@ -260,9 +289,7 @@ def build_random_model(preset: str, *, device=None, dtype=None, attn_implementat
                 p.normal_(0.0, 0.02)
         for name, b in model.named_buffers():  # rotary inv_freq buffers were not materialised on meta
             _reinit_buffer(model, name, b)
-    model.eval()
-    adapter = adapter_for(model, tok, name=preset, is_tiny=False)
-    return adapter
+    return model
 
 
 def _reinit_buffer(model, name: str, buf) -> None:

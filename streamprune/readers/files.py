@@ -189,6 +189,7 @@ class VideoReader:
             self._t0 = int(order[0])
         times = (order - self._t0).astype(np.float64) * float(self.time_base)  # (n,) presentation order
         self._times = times
+        self._order = order
         picked = select_frames(times, fps=self.fps, max_frames=self.max_frames, start=self.start, end=self.end)
         keep_sorted = [int(p) for p in order[picked]]
         keep = set(keep_sorted)
@@ -321,7 +322,14 @@ class VideoReader:
     index_wanted = True
 
     def _sorted_pts(self):
-        return [int(p) for p in np.sort(np.fromiter(self._plan.gop_of.keys(), dtype=np.int64))]
+        return self._order.tolist()
+
+    @property
+    def planned_indices(self) -> list[int] | None:
+        """Presentation-order indices of the frames iteration will return (None: decided on the fly)."""
+        if self._plan is None:
+            return None
+        return np.searchsorted(self._order, np.asarray(self._plan.keep_sorted, dtype=np.int64)).tolist()
 
     def _take(self, f, pending, index_of):
         """Return frame f if it is the next planned one (or stands in for planned frames that never came)."""

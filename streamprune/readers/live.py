@@ -59,7 +59,8 @@ def _resolve(source, options) -> _Target:
         scheme = s.split("://", 1)[0].lower()
         if scheme in ("rtsp", "rtsps"):
             opts.setdefault("rtsp_transport", "tcp")
-        opts.setdefault("fflags", "nobuffer")
+        opts.setdefault("fflags", "nobuffer")  # frames read while probing are dropped: they are stale
+        opts.setdefault("analyzeduration", "1000000")  # probe for 1 s at most (default 5 s)
         return _Target(s, None, opts, "url", s.split("?", 1)[0])
     p = Path(s[len("file://"):] if s.startswith("file://") else s).expanduser()
     if not p.exists():

@@ -1,0 +1,101 @@
+"""Video-LLaVA, LLaVA-OneVision and LLaVA-NeXT-Video adapters on tiny random-weight models."""
+
+import pytest
+import torch
+import transformers
+
+from streamprune.models import EncodedBlock, load_model, write_tiny_model
+
+transformers.utils.logging.disable_progress_bar()
+LLAVA = ("video_llava", "llava_onevision", "llava_next_video")
+Q = "What does the man pick up after the phone rings?"
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matmuls: threads only contend
+    root = tmp_path_factory.mktemp("tiny_llava")
+    yield {f: load_model(write_tiny_model(f, root / f), device="cpu") for f in LLAVA}
+    torch.set_num_threads(threads)
+
+
+def clip(T=4, h=60, w=90, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (T, h, w, 3), dtype=torch.uint8, generator=g), torch.arange(T) / 2.0
+
+
+def stream(a, imgs, times):
+    blocks = [a.encode(imgs[i:i + 1], times[i:i + 1]) for i in range(len(imgs))]
+    return EncodedBlock(torch.cat([b.tokens for b in blocks]), torch.cat([b.times for b in blocks]),
+                        torch.cat([b.payload for b in blocks]))
+
+
+@pytest.mark.parametrize("family", LLAVA)
+def test_nothing_pruned_equals_native_transformers(adapters, family):
+    a = adapters[family]
+    assert a.is_tiny and a.frames_per_block == 1
+    imgs, times = clip()
+    mem = stream(a, imgs, times)
+    per = a.tokens_per_frame()
+    assert per == (17 if family == "video_llava" else 4)  # 56px / 14 = 4x4 (+CLS) | pooled to 2x2
+    assert len(mem) == 4 * per
+    native = a.native_inputs(imgs, times, Q)
+    ours = a.build_inputs(mem, Q)
+    assert torch.equal(ours["input_ids"], native["input_ids"])
+    assert torch.equal(ours["position_ids"][0], torch.arange(native["input_ids"].shape[1]))
+    with torch.no_grad():
+        ref = a.model(**native, use_cache=False).logits[0]
+    assert ref.abs().mean() > 0.05
+    torch.testing.assert_close(a.logits(ours), ref, atol=1e-5, rtol=1e-5)
+    gen = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    with torch.no_grad():
+        ref_ids = a.model.generate(**native, **gen)[0, native["input_ids"].shape[1]:]
+    assert torch.equal(a.generate_ids(mem, Q, **gen), ref_ids)
+
+
+@pytest.mark.parametrize("family", LLAVA)
+def test_pruned_prompt_equals_masked_full_prompt(adapters, family):
+    a = adapters[family]
+    imgs, times = clip(seed=1)
+    mem = stream(a, imgs, times)
+    keep = torch.randperm(len(mem), generator=torch.Generator().manual_seed(0))[: len(mem) // 3].sort().values
+    pruned = a.build_inputs(mem, Q, keep=keep)
+    full = a.build_inputs(mem, Q)
+    extra = 1 if family == "llava_onevision" else 0  # the newline placeholder is always there
+    n_ph = int((pruned["input_ids"] == a.video_token_id).sum())
+    assert n_ph == len(keep) + extra and int(pruned["visual_mask"].sum()) == len(keep)
+    ph = (full["input_ids"][0] == a.video_token_id).nonzero()[:, 0]
+    drop = torch.ones(len(ph), dtype=torch.bool)
+    drop[keep] = False
+    drop[len(mem):] = False  # the newline (last placeholder) stays
+    full["attention_mask"][0, ph[drop]] = 0
+    torch.testing.assert_close(a.logits(pruned)[-1], a.logits(full)[-1], atol=1e-5, rtol=0)
+    full["attention_mask"][:] = 1
+    assert (a.logits(full)[-1] - a.logits(pruned)[-1]).abs().max() > 1e-3
+
+
+def test_positions_original_and_compact_pinned(adapters):
+    a = adapters["llava_onevision"]
+    imgs, times = clip(T=3)
+    mem = stream(a, imgs, times)  # 3 frames x 4 tokens
+    pre, post = a.render_prompt(Q)
+    s = len(pre)
+    keep = [1, 2, 9]  # frame 0 tokens 1, 2; frame 2 token 1
+    pos = a.build_inputs(mem, Q, keep=keep)["position_ids"][0]
+    assert pos[s:s + 4].tolist() == [s + 1, s + 2, s + 9, s + 12]  # newline after all 12 frame slots
+    assert pos[s + 4:].tolist() == list(range(s + 13, s + 13 + len(post)))
+    pos = a.build_inputs(mem, Q, keep=keep, positions="compact")["position_ids"][0]
+    assert pos.tolist() == list(range(s + 4 + len(post)))
+    # the newline token's features are the learned image_newline parameter
+    feats = a.build_inputs(mem, Q, keep=keep)["mm_encoder_outputs"]["video"].pooler_output[0]
+    assert torch.equal(feats[-1], a.model.model.image_newline.detach())
+    assert torch.equal(feats[:3], mem.tokens[keep])
+
+
+def test_video_llava_crop_and_frame_size(adapters):
+    a = adapters["video_llava"]
+    assert a.frame_size(60, 90) == (56, 84) and a.frame_size(90, 60) == (84, 56)
+    x = a.pixel_values(torch.zeros(2, 60, 90, 3, dtype=torch.uint8))
+    assert x.shape == (1, 2, 3, 56, 56)
+    torch.testing.assert_close(x[0, 0, :, 0, 0], (0 - a.mean.flatten()) / a.std.flatten())
