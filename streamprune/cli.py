@@ -177,6 +177,10 @@ def cmd_live(args) -> int:
             questions = parse_questions(f.read())
     if args.retry_for < 0:
         raise UsageError(f"--retry-for must be >= 0, got {args.retry_for}")
+    from .readers import is_live_source
+
+    if not is_live_source(args.source) and not os.path.isfile(args.source):
+        raise UsageError(f"source not found: {args.source}")
     adapter = _load_adapter(args)
     as_json = args.json or questions is not None
 

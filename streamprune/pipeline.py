@@ -47,7 +47,7 @@ class AskConfig:
     max_frames: int | None = None
     alpha: float | None = None          # ResPrune exponent; None: 0.3 for Qwen, 0.75 for LLaVA families
     mode: str = "resprune"              # question-stage weighting: resprune | spare
-    decoder_prune: bool = False         # also prune inside the decoder (SparseVLM-style)
+    decoder_prune: object = False       # also prune inside the decoder: True or a DecoderPruneConfig
     max_new_tokens: int = 128
     seed: int = 0
     thumbnails: int = MAX_THUMBS        # frames kept as small thumbnails for --save-kept
@@ -324,7 +324,7 @@ class Pipeline:
         streamer = _FirstToken()
         gen_kw = {"max_new_tokens": max_new_tokens or cfg.max_new_tokens, "streamer": streamer}
         if cfg.decoder_prune:
-            gen_kw["decoder_prune"] = True
+            gen_kw["decoder_prune"] = self.decoder_prune_config()
         torch.manual_seed(cfg.seed)
         with torch.inference_mode():
             text = self.adapter.generate(sub, question, **gen_kw)
@@ -340,6 +340,18 @@ class Pipeline:
             model=str(getattr(self.adapter, "name", getattr(self.adapter, "family", ""))),
             method=cfg.method, budget=cfg.budget, memory=cfg.memory,
         )
+
+    def decoder_prune_config(self):
+        """The in-decoder stage's config: AskConfig.decoder_prune itself when it is a DecoderPruneConfig;
+        for True, SparseVLM-like defaults: halve the visual tokens before layer 2 (layer 1 on 2-layer models)."""
+        from .models.decoder_prune import DecoderPruneConfig
+
+        dp = self.config.decoder_prune
+        if isinstance(dp, DecoderPruneConfig):
+            return dp
+        tc = getattr(self.adapter.model.config, "text_config", self.adapter.model.config)
+        n_layers = int(getattr(tc, "num_hidden_layers", 3))
+        return DecoderPruneConfig(layers=(min(2, max(1, n_layers - 1)),), keep=(0.5,))
 
     # -- contact sheet
     def save_kept(self, path) -> None:
@@ -414,6 +426,7 @@ def run_video(pipe: Pipeline, video, *, progress: Progress | None = None) -> Non
     from .readers import open_video
 
     cfg = pipe.config
+    progress = progress or pipe.progress
     with open_video(str(video), fps=cfg.fps, max_frames=cfg.max_frames) as reader:
         total = expected_frames(getattr(reader, "info", None), cfg.fps, cfg.max_frames)
         it = iter(reader)

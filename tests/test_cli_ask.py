@@ -71,6 +71,16 @@ def test_ask_text_output_is_the_answer(capsys, tiny_qwen, clip):
     assert out.strip() == json.loads(out2)["text"]
 
 
+def test_ask_decoder_prune_and_methods(capsys, tiny_qwen, clip):
+    for extra in (["--decoder-prune"], ["--method", "dpp", "--fps", "2", "--max-frames", "6"]):
+        code, out, err = run(capsys, ["ask", str(clip), "Where is the box?", "--model", str(tiny_qwen), "--budget", "8",
+                                      "--max-new-tokens", "2", "--json", *extra])
+        assert code == 0, err
+        d = json.loads(out)
+        assert d["tokens_to_llm"] <= 8
+    assert d["method"] == "dpp" and d["frames"] == 6  # --max-frames caps the 10 frames sampled at 2 fps
+
+
 @pytest.mark.parametrize("argv_tail, needle", [
     (["--budget", "0"], "budget"),
     (["--method", "bogus"], "method"),

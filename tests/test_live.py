@@ -111,9 +111,24 @@ def test_live_session_file_replay_memory_bounded(tmp_path, tiny_qwen):
     seen_sizes = []
     session = LiveSession(adapter, AskConfig(budget=6, memory=20, fps=2, max_new_tokens=2), str(video),
                           questions=[(2.0, "What is white?"), (99.0, "What happened?")], on_answer=got.append)
+    session.asked.put("Is there a box?")  # as if typed at the prompt: answered as soon as there is memory
     stats = session.run(status=lambda s: seen_sizes.append(s.tokens_kept))
     assert stats.processed == 12 and stats.dropped == 0
     assert max(seen_sizes) <= 20 and stats.tokens_kept <= 20
-    assert [a["question"] for a in got] == ["What is white?", "What happened?"]
-    assert got[0]["span"][1] < 2.0 and got[1]["span"][1] == pytest.approx(5.5)  # late question: final memory
+    assert [a["question"] for a in got] == ["Is there a box?", "What is white?", "What happened?"]
+    typed, due, late = got
+    assert typed["span"] == [0.0, 0.5] and not typed["at_end"]  # after the first block (2 frames at 2 fps)
+    assert due["span"][1] < 2.0 and not due["at_end"]
+    assert late["at_end"] and late["span"][1] == pytest.approx(5.5)  # never reached: the final memory
     assert all(a["tokens_to_llm"] <= 6 for a in got)
+
+
+def test_live_bad_inputs_exit_2(tmp_path, tiny_qwen, capsys):
+    q = tmp_path / "q.tsv"
+    q.write_text("soon\tWhat?\n")
+    video = make_video(tmp_path / "v.mp4", n_frames=4, rate=2)
+    for argv in (["--source", str(tmp_path / "missing.mp4")], ["--source", str(video), "--questions", str(q)],
+                 ["--source", str(video), "--budget", "-1"]):
+        code = main(["live", *argv, "--model", str(tiny_qwen)])
+        out, err = capsys.readouterr()
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err

@@ -161,3 +161,20 @@ def test_prefill_gives_the_first_generated_token(qwen):
     first = qwen.prefill(blk, "what does the man pick up?")
     ids = qwen.generate_ids(blk, "what does the man pick up?", max_new_tokens=1)
     assert first.shape == (1,) and torch.equal(first, ids)
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", "llava_onevision"])
+def test_encode_blocks_batches_like_encode(tmp_path, family):
+    a = load_model(write_tiny_model(family, tmp_path / family), device="cpu")
+    imgs = torch.randint(0, 256, (4, 60, 90, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    times = torch.arange(4) / 2.0
+    batched = a.encode_blocks(imgs, times)
+    fpb = a.frames_per_block
+    single = [a.encode(imgs[i:i + fpb], times[i:i + fpb]) for i in range(0, 4, fpb)]
+    assert len(batched) == len(single) == 4 // fpb
+    for b, s in zip(batched, single):
+        torch.testing.assert_close(b.tokens, s.tokens, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(b.payload, s.payload, atol=1e-5, rtol=1e-5)
+        assert torch.equal(b.times, s.times)
+    with pytest.raises(ValueError):
+        a.encode_blocks(imgs[:3], times[:3]) if fpb == 2 else a.encode_blocks(imgs[:0], times[:0])

@@ -242,3 +242,30 @@ def test_decord_backend_agrees_with_pyav(clip):
             fa, fb = list(a), list(b)
         assert [(f.index, round(f.time, 3)) for f in fa] == [(f.index, round(f.time, 3)) for f in fb]
         assert all(np.abs(x.image.astype(int) - y.image.astype(int)).mean() < 3 for x, y in zip(fa, fb))
+
+
+def test_decord_backend_rotation_and_bad_input(vdir):
+    pytest.importorskip("decord")
+    p = write_video(vdir / "rot_d.mp4", n=3, w=64, h=48, rotation=90)
+    with open_video(p, backend="decord", max_side=32) as a, open_video(p, max_side=32) as b:
+        ia, ib = next(iter(a)).image, next(iter(b)).image
+        assert (a.info.width, a.info.height, a.info.rotation) == (48, 64, 90)
+    assert ia.shape == ib.shape == (32, 24, 3)
+    for img in (ia, ib):  # white quadrant bottom-left after the counter-clockwise turn, in both
+        assert img[18:, :10].mean() > 200 and img[:14, :10].mean() < 80
+    txt = vdir / "fake.mp4"
+    txt.write_text("not a video")
+    with pytest.raises(ReaderError, match="fake.mp4"):
+        open_video(txt, backend="decord")
+
+
+def test_on_the_fly_sampling_without_plan_agrees(clip):
+    from streamprune.readers import VideoReader
+
+    for kw in ({}, {"fps": 2.0}, {"start": 1.0, "end": 2.0}, {"fps": 5.0, "start": 0.5}):
+        with VideoReader(clip, plan=False, **kw) as a, open_video(clip, **kw) as b:
+            fa, fb = list(a), list(b)
+        assert [(f.index, round(f.time, 3)) for f in fa] == [(f.index, round(f.time, 3)) for f in fb], kw
+        assert all(np.array_equal(x.image, y.image) for x, y in zip(fa, fb))
+    with VideoReader(clip, plan=False, max_frames=4) as r:
+        assert len(list(r)) == 4

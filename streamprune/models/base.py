@@ -235,6 +235,15 @@ class Adapter:
     def encode(self, images, times) -> EncodedBlock:
         raise NotImplementedError
 
+    def encode_blocks(self, images, times) -> list[EncodedBlock]:
+        """Several blocks at once (T a multiple of frames_per_block): one EncodedBlock per block, the same as
+        calling encode block by block (families override this with one batched vision pass)."""
+        n, fpb = int(images.shape[0]), self.frames_per_block
+        if n == 0 or n % fpb:
+            raise ValueError(f"encode_blocks needs a positive multiple of {fpb} frames, got {n}")
+        times = torch.as_tensor(times, dtype=torch.float64).flatten()
+        return [self.encode(images[i:i + fpb], times[i:i + fpb]) for i in range(0, n, fpb)]
+
     def visual_part(self, memory, keep=None, *, start: int):
         """(ids (v,), positions (P, v), is_visual (v,) bool, feats (k, d), extra dict, next_pos int)."""
         raise NotImplementedError

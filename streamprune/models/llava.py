@@ -79,8 +79,15 @@ class _LlavaBase(Adapter):
     def tokens_per_frame(self) -> int:
         raise NotImplementedError
 
+    def encode_blocks(self, images, times) -> list[EncodedBlock]:
+        """Many frames in one vision pass; one EncodedBlock per frame."""
+        blk = self.encode(images, times)
+        per = self.tokens_per_frame()
+        return [EncodedBlock(blk.tokens[i:i + per], blk.times[i:i + per], blk.payload[i:i + per])
+                for i in range(0, len(blk), per)]
+
     def encode(self, images, times) -> EncodedBlock:
-        """One frame (T == 1; several frames are accepted and encoded frame by frame alike)."""
+        """One frame (T == 1; several frames are accepted and encoded in one pass, frame after frame)."""
         times = torch.as_tensor(times, dtype=torch.float64).flatten()
         n_frames = int(images.shape[0]) if hasattr(images, "shape") else -1
         if n_frames < 1 or times.numel() != n_frames:

@@ -122,23 +122,43 @@ class QwenVLAdapter(Adapter):
 
     def encode(self, images, times) -> EncodedBlock:
         """One temporal patch (T == 2 frames; T == 1 at a stream's end is padded like the processors)."""
-        times = torch.as_tensor(times, dtype=torch.float64).flatten()
         n_frames = int(images.shape[0]) if hasattr(images, "shape") else -1
         if n_frames not in (1, self.frames_per_block):
             raise ValueError(f"{self.family}: encode takes {self.frames_per_block} frames (or 1 at the end), got {n_frames}")
+        return self._encode(images, times)[0]
+
+    def encode_blocks(self, images, times) -> list[EncodedBlock]:
+        """Many temporal patches in one vision pass (attention never crosses patches, so this equals
+        encoding them one by one up to float round-off)."""
+        n = int(images.shape[0]) if hasattr(images, "shape") else -1
+        if n < 1 or n % self.frames_per_block:
+            raise ValueError(f"encode_blocks needs a positive multiple of {self.frames_per_block} frames, got {n}")
+        return self._encode(images, times)
+
+    def _encode(self, images, times) -> list[EncodedBlock]:
+        times = torch.as_tensor(times, dtype=torch.float64).flatten()
+        n_frames = int(images.shape[0])
         if times.numel() != n_frames:
             raise ValueError(f"times has {times.numel()} entries for {n_frames} frames")
         pix, grid = self.pixel_inputs(images)
         tokens, deep = self.video_features(pix, grid)
-        gh, gw = int(grid[0, 1]) // self.merge, int(grid[0, 2]) // self.merge
-        n = tokens.shape[0]
+        gt, gh, gw = int(grid[0, 0]), int(grid[0, 1]) // self.merge, int(grid[0, 2]) // self.merge
+        n = gh * gw  # tokens per temporal patch
         m = torch.arange(n)
-        dt = float(times[-1] - times[0]) / (n_frames - 1) if n_frames > 1 else 0.0
-        pos = torch.stack([torch.full((n,), dt), torch.full((n,), float(n_frames)), (m // gw).float(),
-                           (m % gw).float(), torch.full((n,), float(gh)), torch.full((n,), float(gw))], 1)
-        payload = torch.cat([pos.to(self.device)] + [d.float() for d in deep], dim=1)  # (n, 6 + L*d)
-        return EncodedBlock(tokens=tokens, times=torch.full((n,), float(times.mean()), dtype=torch.float64),
-                            payload=payload)
+        payload = torch.cat([tokens.new_zeros(tokens.shape[0], N_POS, dtype=torch.float32)]
+                            + [d.float() for d in deep], dim=1)  # (gt*n, 6 + L*d)
+        out = []
+        for b in range(gt):
+            fr = times[b * self.temporal:(b + 1) * self.temporal]
+            nf = fr.numel()
+            dt = float(fr[-1] - fr[0]) / (nf - 1) if nf > 1 else 0.0
+            pl = payload[b * n:(b + 1) * n]
+            pl[:, :N_POS] = torch.stack([torch.full((n,), dt), torch.full((n,), float(nf)), (m // gw).float(),
+                                         (m % gw).float(), torch.full((n,), float(gh)), torch.full((n,), float(gw))],
+                                        1).to(pl.device)
+            out.append(EncodedBlock(tokens=tokens[b * n:(b + 1) * n], payload=pl,
+                                    times=torch.full((n,), float(fr.mean()), dtype=torch.float64)))
+        return out
 
     # -- kept tokens -> prompt
     def _blocks(self, memory):
@@ -170,30 +190,28 @@ class QwenVLAdapter(Adapter):
             ids = torch.full((n,), self.video_token_id, dtype=torch.long)
             return ids, pos, torch.arange(n), b, nxt
         # Qwen3-VL: "<t seconds>" <|vision_start|> tokens <|vision_end|> per temporal patch
-        times = torch.as_tensor(memory.times, dtype=torch.float64).cpu()
+        times = torch.as_tensor(memory.times, dtype=torch.float64).cpu().numpy()
+        bn, i_n, j_n = b.numpy(), i.numpy(), j.numpy()
+        order = np.argsort(bn, kind="stable")  # tokens grouped by block, arrival order inside a block
+        groups = [g for g in np.split(order, np.cumsum(np.bincount(bn))[:-1]) if len(g)]
+        stamps = self.tokenizer([f"<{times[g[0]]:.1f} seconds>" for g in groups],
+                                add_special_tokens=False)["input_ids"]
+        span = max(gh, gw)
         ids, pos, tok, blk = [], [], [], []
         cur = start
-        order = torch.argsort(b, stable=True)
-        for blk_id in range(int(b.max()) + 1):
-            members = order[b[order] == blk_id]
-            if members.numel() == 0:
-                continue
-            stamp = self.tokenizer(f"<{float(times[members[0]]):.1f} seconds>", add_special_tokens=False)["input_ids"]
-            text = stamp + [self.vision_start_id]
-            ids.append(torch.tensor(text))
-            pos.append(torch.arange(cur, cur + len(text)).expand(3, -1))
-            cur += len(text)
-            ids.append(torch.full((members.numel(),), self.video_token_id))
-            pos.append(torch.stack([torch.full_like(i[members], cur), cur + i[members], cur + j[members]]))
-            tok.append(torch.cat([torch.full((len(text),), -1), members]))
-            cur += max(gh, gw)
-            ids.append(torch.tensor([self.vision_end_id]))
-            pos.append(torch.full((3, 1), cur))
-            tok.append(torch.tensor([-1]))
-            blk.append(torch.full((len(text) + members.numel() + 1,), blk_id))
-            cur += 1
-        ids = torch.cat(ids)
-        return ids, torch.cat(pos, 1), torch.cat(tok), torch.cat(blk), cur
+        for g, stamp in zip(groups, stamps):
+            nt, ng = len(stamp) + 1, len(g)
+            vs = cur + nt  # first position of the vision group
+            ids += stamp + [self.vision_start_id] + [self.video_token_id] * ng + [self.vision_end_id]
+            text_pos = np.arange(cur, vs)
+            pos.append(np.concatenate([np.broadcast_to(text_pos, (3, nt)),
+                                       np.stack([np.full(ng, vs), vs + i_n[g], vs + j_n[g]]),
+                                       np.full((3, 1), vs + span)], axis=1))
+            tok += [-1] * nt + g.tolist() + [-1]
+            blk += [int(bn[g[0]])] * (nt + ng + 1)
+            cur = vs + span + 1
+        return (torch.tensor(ids), torch.from_numpy(np.concatenate(pos, 1)).long(), torch.tensor(tok),
+                torch.tensor(blk), cur)
 
     def visual_part(self, memory, keep=None, *, start: int, positions: str = "original"):
         if positions not in ("original", "hf"):
@@ -213,10 +231,11 @@ class QwenVLAdapter(Adapter):
             sel = kept[tok]
         tok_kept = tok[sel]
         is_vis = tok_kept >= 0
-        feats = memory.tokens[keep.to(memory.tokens.device)]  # (k, d) in arrival order == placeholder order
+        src = tok_kept[is_vis]  # memory rows in placeholder order (arrival order unless times go back)
+        feats = memory.tokens[src.to(memory.tokens.device)]  # (k, d)
         extra = {}
         if self.family == "qwen3_vl":
-            deep = memory.payload[keep.to(memory.payload.device), N_POS:]  # (k, L*d)
+            deep = memory.payload[src.to(memory.payload.device), N_POS:]  # (k, L*d)
             extra["deepstack"] = list(deep.view(deep.shape[0], -1, self.hidden_size).unbind(1))
         return ids[sel], pos[:, sel], is_vis, feats, extra, nxt
 

@@ -9,6 +9,7 @@ are skipped inside the decoder (skip_frame=NONREF), and only picked frames are c
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -268,61 +269,67 @@ class VideoReader:
 
     def _iter_planned(self) -> Iterator[Frame]:
         plan, cc = self._plan, self._configure()
-        pending = 0  # next entry of plan.keep_sorted not yet returned
-        index_of = {p: i for i, p in enumerate(self._sorted_pts())} if self.index_wanted else None
-        feeding, skip_mode, last_seek = False, "DEFAULT", None
-        if not plan.keep_sorted:
+        ks, nk = plan.keep_sorted, len(plan.keep_sorted)
+        if not nk:
             return
+        index_of = dict(zip(self._order.tolist(), range(len(self._order))))
+        pending = 0  # next entry of ks not yet returned
+        feeding, skip_mode, last_seek = False, "DEFAULT", None
         first_g = int(np.argmax(plan.gop_needed))
         if first_g > 0:
             self._seek(plan.gop_key_pts[first_g])
             last_seek = first_g
         try:
-            for pkt in self._packets():
-                g = plan.gop_of.get(pkt.pts)
-                if g is None:  # not seen by the scan (should not happen): decode it
-                    g_needed, wanted = True, True
+            packets = self._packets()
+            while pending < nk:
+                pkt = next(packets, None)
+                if pkt is not None:
+                    g = plan.gop_of.get(pkt.pts)
+                    if g is not None and not plan.gop_needed[g]:  # a GOP without a picked frame
+                        if feeding:  # drain what the decoder holds, then reset it
+                            pkt, feeding = None, False
+                        else:
+                            nxt = int(np.argmax(plan.gop_needed[g:])) + g if plan.gop_needed[g:].any() else None
+                            if nxt is None:
+                                break
+                            gap = plan.gop_first_packet[nxt] - plan.gop_first_packet[g]
+                            if gap >= SEEK_MIN_PACKETS and last_seek != nxt:
+                                self._seek(plan.gop_key_pts[nxt])
+                                last_seek = nxt
+                            continue
+                        drain_then_flush = True
+                    else:
+                        mode = "DEFAULT" if g is None or pkt.pts in plan.keep else "NONREF"
+                        if mode != skip_mode:
+                            cc.skip_frame = skip_mode = mode
+                        feeding, drain_then_flush = True, False
                 else:
-                    g_needed, wanted = bool(plan.gop_needed[g]), pkt.pts in plan.keep
-                if not g_needed:
-                    if feeding:
-                        for f in self._decode(cc, None):
-                            pending, out = self._take(f, pending, index_of)
-                            yield from out
-                        cc.flush_buffers()
-                        feeding = False
-                    if pending >= len(plan.keep_sorted):
-                        break
-                    nxt = int(np.argmax(plan.gop_needed[g:])) + g if plan.gop_needed[g:].any() else None
-                    if nxt is None:
-                        break
-                    gap = plan.gop_first_packet[nxt] - plan.gop_first_packet[g]
-                    if gap >= SEEK_MIN_PACKETS and last_seek != nxt:
-                        self._seek(plan.gop_key_pts[nxt])
-                        last_seek = nxt
-                    continue
-                mode = "DEFAULT" if wanted else "NONREF"
-                if mode != skip_mode:
-                    cc.skip_frame = skip_mode = mode
-                for f in self._decode(cc, pkt):
-                    pending, out = self._take(f, pending, index_of)
-                    yield from out
-                feeding = True
-                if pending >= len(plan.keep_sorted):
-                    return
-            for f in self._decode(cc, None):
-                pending, out = self._take(f, pending, index_of)
-                yield from out
-            if pending < len(plan.keep_sorted):
-                log.warning("%s: %d of %d sampled frames could not be decoded", self.path.name,
-                            len(plan.keep_sorted) - pending, len(plan.keep_sorted))
+                    drain_then_flush = None  # end of file: drain and stop
+                frames = self._decode(cc, pkt)
+                while frames:
+                    f = frames.pop(0)
+                    p = f.pts
+                    if p is None or pending >= nk or p < ks[pending]:
+                        continue
+                    if p != ks[pending]:  # planned frame(s) missing (damaged data): this one stands in
+                        j = bisect.bisect_right(ks, p, lo=pending)
+                        log.debug("%s: %d planned frame(s) missing before %.2fs", self.path.name, j - pending,
+                                  self._time(p))
+                        pending = j
+                    else:
+                        pending += 1
+                    out = self._emit(f, index_of.get(p, -1))
+                    del f
+                    yield out
+                    del out
+                if drain_then_flush is None:
+                    break
+                if drain_then_flush:
+                    cc.flush_buffers()
+            if pending < nk:
+                log.warning("%s: %d of %d sampled frames could not be decoded", self.path.name, nk - pending, nk)
         finally:
             cc.skip_frame = "DEFAULT"
-
-    index_wanted = True
-
-    def _sorted_pts(self):
-        return self._order.tolist()
 
     @property
     def planned_indices(self) -> list[int] | None:
@@ -330,20 +337,6 @@ class VideoReader:
         if self._plan is None:
             return None
         return np.searchsorted(self._order, np.asarray(self._plan.keep_sorted, dtype=np.int64)).tolist()
-
-    def _take(self, f, pending, index_of):
-        """Return frame f if it is the next planned one (or stands in for planned frames that never came)."""
-        ks = self._plan.keep_sorted
-        if f.pts is None or pending >= len(ks) or f.pts < ks[pending]:
-            return pending, ()
-        if f.pts != ks[pending]:  # planned frame(s) missing (damaged data): this one stands in
-            j = bisect.bisect_right(ks, f.pts, lo=pending)
-            log.debug("%s: %d planned frame(s) missing before %.2fs", self.path.name, j - pending, self._time(f.pts))
-            pending = j
-        else:
-            pending += 1
-        idx = index_of.get(f.pts, -1) if index_of is not None else -1
-        return pending, (self._emit(f, idx),)
 
     def _seek(self, pts) -> None:
         import av
@@ -354,54 +347,32 @@ class VideoReader:
             log.debug("%s: seek failed (%s); decoding through", self.path.name, one_line(e))
 
     def _iter_sequential(self) -> Iterator[Frame]:
-        """One pass, no plan: full rate, or sampling on the fly when no scan was possible."""
+        """One pass, no plan (packets without pts, or plan=False): frames are picked on the fly."""
         cc = self._configure()
         rate = self.info.fps
+        fps = self.fps
         if self.max_frames is not None:  # uniform spread needs the duration
             span = (self.end if self.end is not None else self.info.duration) - (self.start or 0.0)
             if span <= 0:
                 raise ReaderError(f"{self.path.name}: unknown duration; cannot spread max_frames over it")
-            fps = self.max_frames / span
-            fps = min(fps, self.fps) if self.fps is not None else fps
-        else:
-            fps = self.fps
+            fps = self.max_frames / span if fps is None else min(fps, self.max_frames / span)
         sampler = StreamSampler(fps, start=self.start, end=self.end, tol=0.5 / rate if rate else 1e-3)
         if self.start:
             self._seek(int(self.start / self.time_base) + (self.stream.start_time or 0))
-        index, returned = -1, 0
-        prev_pts = None
-        for pkt in self._packets():
-            stop = False
+        count, returned = 0, 0
+        for pkt in itertools.chain(self._packets(), [None]):  # None drains the decoder
             for f in self._decode(cc, pkt):
-                out, stop = self._seq_take(f, sampler, prev_pts)
-                if f.pts is not None:
-                    prev_pts = f.pts
-                index += 1
-                if out:
-                    returned += 1
-                    yield self._emit(f, index) if f.pts is not None else Frame(0.0, index, to_rgb(f, self.size_fn, self._turns))
-                    if self.max_frames is not None and returned >= self.max_frames:
-                        return
-                if stop:
+                count += 1
+                t = self._time(f.pts) if f.pts is not None else ((count - 1) / rate if rate else 0.0)
+                if sampler.done(t):
                     return
-        for f in self._decode(cc, None):
-            out, stop = self._seq_take(f, sampler, prev_pts)
-            index += 1
-            if out:
+                if not sampler.keep(t):
+                    continue
+                index = round(t * rate) if (self.start and rate) else count - 1  # after a seek: from time
+                yield Frame(t, index, to_rgb(f, self.size_fn, self._turns))
                 returned += 1
-                yield self._emit(f, index)
                 if self.max_frames is not None and returned >= self.max_frames:
                     return
-            if stop:
-                return
-
-    def _seq_take(self, f, sampler, prev_pts):
-        if f.pts is None:
-            return sampler.step is None and self.start is None and self.end is None, False
-        t = self._time(f.pts)
-        if sampler.done(t):
-            return False, True
-        return sampler.keep(t), False
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
@@ -427,46 +398,61 @@ class VideoReader:
 
 # ---------------------------------------------------------------------- decord backend
 class DecordReader:
-    """Same contract as VideoReader on top of decord (batched random access; no rotation metadata)."""
+    """Same contract as VideoReader on top of decord (batched reads). The file is validated and its
+    rotation read with PyAV first; frames are turned to display orientation here (decord ignores it)."""
 
     def __init__(self, path, *, fps=None, max_frames=None, start=None, end=None, max_side=None, size=None,
                  threads: int = 0, batch: int = 32):
         check_sampling(fps, max_frames, start, end)
-        self.path = _check_path(path)
+        size_fn = size_callback(max_side, size)
         try:
             import decord
         except ImportError:
             raise ReaderError("backend='decord' needs decord: pip install decord2 (or decord)") from None
-        size_fn = size_callback(max_side, size)
+        with VideoReader(path, plan=False) as probe:  # clear errors for bad files; rotation
+            self.path, pinfo, self.turns = probe.path, probe.info, probe._turns
+        dh, dw = pinfo.height, pinfo.width  # display size
         try:
-            probe = decord.VideoReader(str(self.path), num_threads=threads)
-            h, w = probe[0].shape[:2] if len(probe) else (0, 0)
+            self.vr = decord.VideoReader(str(self.path), num_threads=threads)
+            self.per_frame = False
+            if self.turns % 2 and dh != dw and tuple(self.vr[0].shape[:2]) == (dh, dw):
+                # this build rotates by itself (decord2 3.x), but its get_batch fails on rotated files
+                self.turns, self.per_frame = 0, True
             kw = {}
-            if size_fn is not None and len(probe):
-                th, tw = size_fn(h, w)
-                if (th, tw) != (h, w):
-                    kw = dict(width=tw, height=th)
-                    del probe
-                    probe = decord.VideoReader(str(self.path), num_threads=threads, **kw)
+            if size_fn is not None:
+                th, tw = size_fn(dh, dw)
+                if (th, tw) != (dh, dw):
+                    kw = dict(width=th, height=tw) if self.turns % 2 else dict(width=tw, height=th)
+            if kw:
+                self.vr = decord.VideoReader(str(self.path), num_threads=threads, **kw)
         except decord.DECORDError as e:
             raise ReaderError(f"cannot read {self.path.name} with decord: {one_line(e)}") from None
-        self.vr, self.batch = probe, batch
+        self.batch = batch
         n = len(self.vr)
         if n == 0:
             raise ReaderError(f"{self.path.name} has no video frames")
         self.times = np.asarray(self.vr.get_frame_timestamp(range(n))[:, 0], dtype=np.float64)  # (n,)
         self.indices = select_frames(self.times, fps=fps, max_frames=max_frames, start=start, end=end)
-        rate = float(self.vr.get_avg_fps() or 0.0)
-        self.info = VideoInfo(float(self.times[-1] + (1.0 / rate if rate else 0.0)), rate, w, h, n, 0, "", "")
+        rate = float(self.vr.get_avg_fps() or 0.0) or pinfo.fps
+        self.info = VideoInfo(float(self.times[-1] + (1.0 / rate if rate else 0.0)), rate, dw, dh, n,
+                              pinfo.rotation, pinfo.codec, pinfo.pix_fmt)
         self.decoded = 0
+
+    @property
+    def planned_indices(self) -> list[int]:
+        return self.indices.tolist()
 
     def __iter__(self) -> Iterator[Frame]:
         for i in range(0, len(self.indices), self.batch):
             idx = self.indices[i:i + self.batch]
-            imgs = self.vr.get_batch(list(map(int, idx))).asnumpy()  # (b, h, w, 3)
+            if self.per_frame:
+                imgs = [self.vr[int(k)].asnumpy()[..., :3] for k in idx]  # (h, w, 4) when rotated
+            else:
+                imgs = self.vr.get_batch(list(map(int, idx))).asnumpy()  # (b, h, w, 3)
             self.decoded += len(idx)
             for j, k in enumerate(idx):
-                yield Frame(float(self.times[k]), int(k), imgs[j])
+                img = np.ascontiguousarray(np.rot90(imgs[j], k=self.turns) if self.turns else imgs[j])
+                yield Frame(float(self.times[k]), int(k), img)
 
     def close(self) -> None:
         self.vr = None
