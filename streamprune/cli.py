@@ -234,6 +234,7 @@ def add_bench(sub) -> None:
     p.add_argument("--merge-wait", type=float, default=0.0,
                    help="rank 0 waits up to this many seconds for the other shards before merging")
     p.add_argument("--plots-dir", default=None, help="write PNG plots here (default: --out)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (features default: 1)")
     p.add_argument("--methods", default=None, help="comma-separated method variants (default: all)")
     p.add_argument("--budgets", default=None, help="comma-separated token budgets")
     p.add_argument("--streams", default=None, help="features: comma-separated stream names")

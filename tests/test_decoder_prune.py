@@ -384,3 +384,12 @@ def test_bad_visual_mask_and_nesting_raise():
         with pytest.raises(ValueError, match="already active"):
             with decoder_prune(model, DecoderPruneConfig(), vis):
                 pass
+
+
+def test_decoder_suite_rejects_bad_arguments():
+    from streamprune.bench import decoder_suite
+
+    with pytest.raises(ValueError, match="unknown arm"):
+        decoder_suite.run({"arms": "sdpa,bogus"})
+    with pytest.raises(ValueError, match="prune-layer"):
+        decoder_suite.run({"prune_layer": 4, "layers": 4})

@@ -48,6 +48,12 @@ def test_nothing_pruned_equals_native_transformers(adapters, family):
     ref_pos, _ = a.model.model.get_rope_index(native["input_ids"], native["mm_token_type_ids"],
                                               video_grid_thw=native["video_grid_thw"], **rope_kw)
     assert torch.equal(ours["position_ids"], ref_pos)
+    # original convention: same up to the video's end, then text restarts at max(video position) + 1
+    orig = a.build_inputs(mem, Q)["position_ids"][:, 0]
+    end = int(ours["visual_mask"][0].nonzero().max()) + 1
+    assert torch.equal(orig[:, :end], ref_pos[:, 0, :end])
+    start = int(orig[:, :end].max()) + 1
+    assert torch.equal(orig[:, end:], (torch.arange(orig.shape[1] - end) + start).expand(3, -1))
     with torch.no_grad():
         ref = a.model(**native, use_cache=False).logits[0]
     got = a.logits(ours)

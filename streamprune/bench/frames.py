@@ -183,7 +183,7 @@ def effnet_tokens(frames: np.ndarray, batch: int = 16) -> Tensor:
     return torch.cat(out)
 
 
-def pixel_tokens(frames: np.ndarray, patch: int = 16, size: int = 112) -> Tensor:
+def pixel_tokens(frames: np.ndarray, patch: int = 8, size: int = 56) -> Tensor:
     """(T, S, S, 3) uint8 -> (T, (size/patch)^2, 3 patch^2) float32 raw patches in [0, 1] (frames resized)."""
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)  # (T, 3, S, S)
     if x.shape[-1] != size:
@@ -194,7 +194,7 @@ def pixel_tokens(frames: np.ndarray, patch: int = 16, size: int = 112) -> Tensor
 
 
 def featurize(frames: np.ndarray, kind: str) -> Tensor:
-    """'effnet' -> (T, 49, 1280); 'pixel' -> (T, 49, 768)."""
+    """'effnet' -> (T, 49, 1280); 'pixel' -> (T, 49, 192) (8x8 RGB patches of a 56px frame)."""
     if kind == "effnet":
         return effnet_tokens(frames)
     if kind == "pixel":

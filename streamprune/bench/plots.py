@@ -15,10 +15,14 @@ def _plt():
     return plt
 
 
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf", "#000000", "#aec7e8", "#98df8a", "#ff9896"]
+
+
 def _style(method: str, i: int) -> dict:
     ours = method.startswith("ours")
     return {"linestyle": "-" if ours else "--", "linewidth": 2.4 if ours else 1.4, "marker": "o" if ours else ".",
-            "color": f"C{i % 10}", "label": method}
+            "color": PALETTE[i % len(PALETTE)], "label": method}
 
 
 def _finite(v) -> bool:
@@ -113,7 +117,7 @@ def plot_scaling(rows: list[dict], out_dir: Path, prefix: str = "scaling") -> Pa
     for i, (preset, mode) in enumerate(series):
         rs = sorted((r for r in rows if r["preset"] == preset and r["mode"] == mode), key=lambda r: r["frames"])
         ok = [r for r in rs if r.get("status") == "ok"]
-        st = {"linestyle": "-" if mode != "full" else "--", "marker": "o", "color": f"C{i % 10}",
+        st = {"linestyle": "-" if mode != "full" else "--", "marker": "o", "color": PALETTE[i % len(PALETTE)],
               "label": f"{preset} {mode}"}
         a1.plot([r["frames"] for r in ok], [r["prefill_s"] for r in ok], **st)
         a2.plot([r["frames"] for r in ok], [r["peak_mb"] for r in ok], **st)

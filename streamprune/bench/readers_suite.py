@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from streamprune.readers import open_video
+from streamprune.readers.base import tune_malloc
 
 SIZE, RATE, GOP_S = (1280, 720), 30, 10
 _VERSION = 2
@@ -200,6 +201,7 @@ def run(args=None) -> dict:
 
     ns = _ns(args)
     con = Console(stderr=True)
+    malloc_tuned = tune_malloc()  # process-wide: the plain PyAV baselines get it too
     have_decord = False
     if not ns.no_decord:
         try:
@@ -218,7 +220,7 @@ def run(args=None) -> dict:
     synth_long(master, long, reps)
     with open_video(long) as r:
         info = r.info
-    res = {"suite": "readers", "machine": machine(),
+    res = {"suite": "readers", "machine": machine(), "malloc_tuned": malloc_tuned,
            "file": {"path": str(long), "duration_s": info.duration, "frames": info.frames, "size": f"{info.width}x{info.height}",
                     "fps": info.fps, "keyframe_interval_s": GOP_S, "bytes": long.stat().st_size}}
 

@@ -71,6 +71,13 @@ def run(args) -> int:
     if suite not in OWN:
         raise ValueError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
     out = Path(getattr(args, "out", None) or DEFAULT_OUT)
+    threads = getattr(args, "threads", None)
+    if threads is None and suite == "features":
+        threads = 1  # many small ops: extra intra-op threads only spin (20x slower on a loaded 2-core box)
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
     rank, world = runner.parse_shard(getattr(args, "shard", None))
     units, run_unit = plan_suite(suite, args)
     if not units:

@@ -244,8 +244,9 @@ class Adapter:
         times = torch.as_tensor(times, dtype=torch.float64).flatten()
         return [self.encode(images[i:i + fpb], times[i:i + fpb]) for i in range(0, n, fpb)]
 
-    def visual_part(self, memory, keep=None, *, start: int):
-        """(ids (v,), positions (P, v), is_visual (v,) bool, feats (k, d), extra dict, next_pos int)."""
+    def visual_part(self, memory, keep=None, *, start: int, positions: str = "original"):
+        """The video span of the prompt, starting at position `start`: (ids (v,), positions (P, v),
+        is_visual (v,) bool, feats (k, d) in placeholder order, extra dict, next text position int)."""
         raise NotImplementedError
 
     def encoder_outputs(self, feats, extra) -> dict:

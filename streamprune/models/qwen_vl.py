@@ -194,8 +194,7 @@ class QwenVLAdapter(Adapter):
         bn, i_n, j_n = b.numpy(), i.numpy(), j.numpy()
         order = np.argsort(bn, kind="stable")  # tokens grouped by block, arrival order inside a block
         groups = [g for g in np.split(order, np.cumsum(np.bincount(bn))[:-1]) if len(g)]
-        stamps = self.tokenizer([f"<{times[g[0]]:.1f} seconds>" for g in groups],
-                                add_special_tokens=False)["input_ids"]
+        stamps = self._stamps([f"<{times[g[0]]:.1f} seconds>" for g in groups])
         span = max(gh, gw)
         ids, pos, tok, blk = [], [], [], []
         cur = start
@@ -212,6 +211,16 @@ class QwenVLAdapter(Adapter):
             cur = vs + span + 1
         return (torch.tensor(ids), torch.from_numpy(np.concatenate(pos, 1)).long(), torch.tensor(tok),
                 torch.tensor(blk), cur)
+
+    def _stamps(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of timestamp strings, cached (a live stream asks about the same blocks again)."""
+        cache = self.__dict__.setdefault("_stamp_cache", {})
+        new = [t for t in dict.fromkeys(texts) if t not in cache]
+        if new:
+            if len(cache) > 100_000:
+                cache.clear()
+            cache.update(zip(new, self.tokenizer(new, add_special_tokens=False)["input_ids"]))
+        return [cache[t] for t in texts]
 
     def visual_part(self, memory, keep=None, *, start: int, positions: str = "original"):
         if positions not in ("original", "hf"):

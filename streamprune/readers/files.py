@@ -28,6 +28,7 @@ from .base import (
     select_frames,
     size_callback,
     to_rgb,
+    tune_malloc,
 )
 
 BACKENDS = ("auto", "pyav", "decord")
@@ -56,6 +57,7 @@ class _Plan:
     gop_needed: np.ndarray  # (n_gops,) bool
     gop_key_pts: list  # pts of each GOP's first packet
     gop_first_packet: list  # decode-order packet number of each GOP's first packet
+    gop_last_pts: dict  # GOP -> pts of its last packet worth decoding (the rest of the GOP is skipped)
 
 
 def _check_path(path) -> Path:
@@ -87,6 +89,7 @@ class VideoReader:
                  threads: int = 0, plan: bool = True):
         check_sampling(fps, max_frames, start, end)
         self.path = _check_path(path)
+        tune_malloc()
         self.fps, self.max_frames, self.start, self.end = fps, max_frames, start, end
         self.size_fn = size_callback(max_side, size)
         self.threads = threads
@@ -107,6 +110,7 @@ class VideoReader:
             self._times = None  # sorted frame times from the scan (seconds)
             self._plan = None
             self._turns = 0
+            self._partial = False
             self._scan(plan)  # always: exact frame indices by pts, even when frames fail to decode
             self.info = self._make_info()
         except BaseException:
@@ -120,7 +124,7 @@ class VideoReader:
         rate = float(rate) if rate else 0.0
         frames = int(s.frames or 0)
         duration = 0.0
-        if self._times is not None and len(self._times):
+        if self._times is not None and len(self._times) and not self._partial:
             frames = len(self._times)
             step = (1.0 / rate) if rate else 0.0
             duration = float(self._times[-1]) + step
@@ -150,6 +154,10 @@ class VideoReader:
         cc = scan.streams.video[0].codec_context
         cc.thread_count = 1
         first, error = None, None
+        tb = float(self.time_base)
+        t0 = self._t0
+        stop_after, keys_past_end = (None if self.end is None else self.end), 0
+        self._partial = False
         try:
             for pkt in scan.demux(scan.streams.video[0]):
                 if first is None:
@@ -169,6 +177,13 @@ class VideoReader:
                     log.debug("%s: packet without pts; sampling on the fly", self.path.name)
                     sampling = False
                     continue
+                if t0 is None:
+                    t0 = pkt.pts
+                if stop_after is not None and pkt.is_keyframe and (pkt.pts - t0) * tb > stop_after:
+                    keys_past_end += 1
+                    if keys_past_end == 2:  # everything up to `end` is known (open GOPs included)
+                        self._partial = True
+                        break
                 pts_list.append(pkt.pts)
                 keys.append(pkt.is_keyframe)
         except av.error.FFmpegError as e:
@@ -199,14 +214,18 @@ class VideoReader:
         needed = np.zeros(n_gops, dtype=bool)
         first = np.searchsorted(gop, np.arange(n_gops), side="left")
         key_pts = pts_arr[first]
+        last = np.full(n_gops, -1)  # (n_gops,) decode index of the last packet to feed
         for i, p in enumerate(pts_list):
             if p in keep:
                 g = gop[i]
                 needed[g] = True
-                if g > 0 and p < key_pts[g]:  # open-GOP leading frame: references the previous GOP
+                last[g] = max(last[g], i)
+                if g > 0 and p < key_pts[g]:  # open-GOP leading frame: needs the previous GOP in full
                     needed[g - 1] = True
+                    last[g - 1] = first[g] - 1
+        last_pts = {g: pts_list[int(i)] for g, i in enumerate(last) if i >= 0}
         self._plan = _Plan(keep, keep_sorted, dict(zip(pts_list, gop.tolist())), needed,
-                           [int(x) for x in key_pts], first.tolist())
+                           [int(x) for x in key_pts], first.tolist(), last_pts)
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[Frame]:
@@ -274,7 +293,7 @@ class VideoReader:
             return
         index_of = dict(zip(self._order.tolist(), range(len(self._order))))
         pending = 0  # next entry of ks not yet returned
-        feeding, skip_mode, last_seek = False, "DEFAULT", None
+        feeding, skip_mode, last_seek, done_gop = False, "DEFAULT", None, -1
         first_g = int(np.argmax(plan.gop_needed))
         if first_g > 0:
             self._seek(plan.gop_key_pts[first_g])
@@ -285,11 +304,12 @@ class VideoReader:
                 pkt = next(packets, None)
                 if pkt is not None:
                     g = plan.gop_of.get(pkt.pts)
-                    if g is not None and not plan.gop_needed[g]:  # a GOP without a picked frame
+                    if g is not None and (g == done_gop or not plan.gop_needed[g]):  # nothing left to pick here
                         if feeding:  # drain what the decoder holds, then reset it
                             pkt, feeding = None, False
                         else:
-                            nxt = int(np.argmax(plan.gop_needed[g:])) + g if plan.gop_needed[g:].any() else None
+                            h = g + 1 if g == done_gop else g
+                            nxt = int(np.argmax(plan.gop_needed[h:])) + h if plan.gop_needed[h:].any() else None
                             if nxt is None:
                                 break
                             gap = plan.gop_first_packet[nxt] - plan.gop_first_packet[g]
@@ -303,6 +323,8 @@ class VideoReader:
                         if mode != skip_mode:
                             cc.skip_frame = skip_mode = mode
                         feeding, drain_then_flush = True, False
+                        if g is not None and plan.gop_last_pts.get(g) == pkt.pts:
+                            done_gop = g  # the rest of this GOP holds no picked frame and no reference
                 else:
                     drain_then_flush = None  # end of file: drain and stop
                 frames = self._decode(cc, pkt)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .base import Frame, ReaderError, StreamSampler, log, one_line, quarter_turns, size_callback, to_rgb
+from .base import Frame, ReaderError, StreamSampler, log, one_line, quarter_turns, size_callback, to_rgb, tune_malloc
 
 _RETRY_FIRST, _RETRY_MAX = 0.25, 4.0  # reconnect backoff (seconds)
 
@@ -104,6 +104,7 @@ class LiveReader:
         if retry_for is None or retry_for < 0:
             raise ReaderError(f"retry_for must be >= 0, got {retry_for!r}")
         self.target = _resolve(source, options)
+        tune_malloc()
         if self.target.kind == "file" and not realtime:
             log.info("%s: a file read through open_live is replayed at real time", self.target.label)
         self.fps, self.timeout, self.retry_for = fps, float(timeout), float(retry_for)
@@ -173,7 +174,8 @@ class LiveReader:
                         self._captured(frame, t, sampler)
                     reason = "end of file" if self.target.kind == "file" else "stream ended"
                 except Exception as e:  # noqa: BLE001 - any read error: reconnect or end
-                    reason = f"read error: {one_line(e)}"
+                    stalled = type(e).__name__ == "ExitError"  # PyAV's read timeout fired
+                    reason = f"no data for {self.timeout:g}s" if stalled else f"read error: {one_line(e)}"
                 c.close()
                 c = None
                 if self._stop.is_set():

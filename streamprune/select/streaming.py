@@ -6,7 +6,7 @@ more than K tokens, evict the kept token whose removal loses the least: for the 
 (Gram G = S S^T), the part of token j not explained by the other kept tokens of its segment has energy
 1 / (G^-1)_jj (= 1 / ||row j of R^-1||^2 for S^T = QR). Segments (the K >= d trap): a new segment starts
 when a block's unexplained energy fraction exceeds `segment_novelty` or the current segment's rank reaches
-`segment_rank` (default min(K, d // 2)), so the current basis never spans R^d and new content always
+`segment_rank` (default d // 2 when K > d // 2), so the current basis never spans R^d and new content always
 leaves a residual. Eviction compares the per-segment losses directly, so the budget goes where content is.
 """
 
@@ -40,6 +40,7 @@ class _Segment:
 
     def __init__(self, d: int, device):
         self.slots: list[int] = []
+        self.S = torch.zeros(0, d, device=device)  # (r, d) weighted selection features of the members
         self.Q = torch.zeros(d, 0, device=device)  # (d, r)
         self.Ginv = torch.zeros(0, 0, dtype=torch.float64, device=device)  # (r, r)
         self.updates = 0
@@ -65,32 +66,42 @@ def check_times(time, n: int, device) -> Tensor:
 class StreamingSelector:
     """Keeps at most `budget` tokens of a stream of blocks (the Selector protocol; see ARCHITECTURE.md).
 
-    budget: K >= 1. novelty: in-block greedy stops when the best residual energy <= novelty x mean token
-    energy of the block (0 picks every non-redundant token until the budget). segment_novelty: a block whose
-    unexplained energy fraction vs the current segment exceeds it starts a new segment. segment_rank: rank
-    cap per segment (default min(K, d // 2), at least 1). recycle: None | "nearest" (each evicted token is
-    merged, mass-weighted mean, into its most cosine-similar kept token) | "cluster" (the top recycle_frac of
-    a push's evicted tokens by loss are density-peak clustered into ceil(m / 2) clusters, each merged into
-    its nearest kept token); merging changes only Memory.tokens, never the selection math, ids, times or
-    payload. refresh_every: re-orthonormalise a segment's basis from its tokens after this many updates.
+    budget: K >= 1.
+    novelty: in-block greedy stops when the best residual energy <= novelty x the block's mean token energy
+      (so a static scene costs nothing); once the memory is full, a token must also lose more than the
+      cheapest kept token would (its residual energy > min eviction loss), so churn stays low.
+    segment_novelty: None (default) or f: a block whose unexplained energy fraction vs the current segment
+      exceeds f starts a new segment.
+    segment_rank: rank cap per segment (default d // 2 when K > d // 2, else d: a basis of rank <= K < d/2
+      cannot span R^d).
+    recycle: None | "nearest" (each evicted token is merged, mass-weighted mean, into its most
+      cosine-similar kept token) | "cluster" (the top recycle_frac of a push's evicted tokens by loss are
+      density-peak clustered into ceil(m / 2) clusters, each merged into its nearest kept token). Merging
+      changes only Memory.tokens, never the selection math, ids, times or payload.
+    refresh_every: rebuild a segment's basis and Gram inverse from its tokens after this many updates.
+    question_mode, alpha: what final(k, relevance) uses (see relevance.question_select).
     Zero rows and zero-weight rows are skipped (never enter the basis or memory; they still get ids).
     Empty blocks are a no-op. Bad input raises ValueError and leaves the state untouched.
+    Device: the first pushed tensor's (or `device`); math in float32, Gram inverses in float64.
     """
 
-    def __init__(self, budget: int, *, novelty: float = 0.05, segment_novelty: float = 0.5,
+    def __init__(self, budget: int, *, novelty: float = 0.01, segment_novelty: float | None = None,
                  segment_rank: int | None = None, recycle: str | None = None, recycle_frac: float = 0.3,
                  refresh_every: int = 256, question_mode: str = "resprune", alpha: float = 0.3,
                  device=None):
         if isinstance(budget, bool) or int(budget) != budget or budget <= 0:
             raise ValueError(f"budget must be a positive integer, got {budget}")
-        if not (math.isfinite(novelty) and novelty >= 0) or not (math.isfinite(segment_novelty) and segment_novelty > 0):
-            raise ValueError("novelty must be >= 0 and segment_novelty > 0 (finite)")
+        if not (math.isfinite(novelty) and novelty >= 0):
+            raise ValueError(f"novelty must be a finite number >= 0, got {novelty}")
+        if segment_novelty is not None and not (math.isfinite(segment_novelty) and segment_novelty > 0):
+            raise ValueError(f"segment_novelty must be None or > 0, got {segment_novelty}")
         if segment_rank is not None and int(segment_rank) < 1:
             raise ValueError(f"segment_rank must be >= 1, got {segment_rank}")
         if recycle not in (None, "nearest", "cluster"):
             raise ValueError(f"recycle must be None, 'nearest' or 'cluster', got {recycle!r}")
         self.budget = int(budget)
-        self.novelty, self.segment_novelty = float(novelty), float(segment_novelty)
+        self.novelty = float(novelty)
+        self.segment_novelty = None if segment_novelty is None else float(segment_novelty)
         self.segment_rank = None if segment_rank is None else int(segment_rank)
         self.recycle, self.recycle_frac = recycle, float(recycle_frac)
         self.refresh_every = max(1, int(refresh_every))
@@ -106,7 +117,8 @@ class StreamingSelector:
     # ---- buffers -------------------------------------------------------------------------------------
     def _alloc(self, d: int, device, payload: Tensor | None):
         self.d, self.device = d, torch.device(device)
-        self._rank_cap = self.segment_rank or max(1, min(self.budget, d // 2))
+        # K <= d/2: one basis can never span R^d, no segments needed; else segments of rank d/2
+        self._rank_cap = self.segment_rank or (d if self.budget <= d // 2 else max(1, d // 2))
         self._cap = 0
         self._raw = torch.zeros(0, d, device=self.device)  # (cap, d) tokens as pushed, float32
         self._sw = torch.zeros(0, device=self.device)  # (cap,) sqrt(weight)
@@ -162,10 +174,9 @@ class StreamingSelector:
         """Rebuild Q and G^-1 of a segment from its tokens (numerical hygiene)."""
         seg.updates = 0
         if not seg.rank:
-            seg.Q = seg.Q[:, :0]
-            seg.Ginv = seg.Ginv[:0, :0]
+            seg.Q, seg.Ginv, seg.S = seg.Q[:, :0], seg.Ginv[:0, :0], seg.S[:0]
             return
-        S = self._sel(seg.slots)  # (r, d)
+        S = seg.S = self._sel(seg.slots)  # (r, d)
         seg.Q = torch.linalg.qr(S.T).Q  # (d, r)
         G = S.double() @ S.double().T  # (r, r)
         L, info = torch.linalg.cholesky_ex(G)
@@ -175,7 +186,7 @@ class StreamingSelector:
     def _add(self, seg: _Segment, slot: int, a: Tensor, q: Tensor, s: float):
         """Append kept token (selection features a (d,), new direction q (d,), residual energy s)."""
         if seg.rank:
-            b = (self._sel(seg.slots) @ a).double()  # (r,)
+            b = (seg.S @ a).double()  # (r,)
             g = seg.Ginv @ b  # (r,)
             top = seg.Ginv + torch.outer(g, g) / s
             seg.Ginv = torch.cat([torch.cat([top, -g[:, None] / s], 1),
@@ -184,6 +195,7 @@ class StreamingSelector:
         else:
             seg.Ginv = torch.full((1, 1), 1.0 / s, dtype=torch.float64, device=self.device)
         seg.Q = torch.cat([seg.Q, q[:, None]], 1)
+        seg.S = torch.cat([seg.S, a[None]], 0)
         seg.slots.append(slot)
         self._seg_of[slot] = seg
         seg.updates += 1
@@ -193,7 +205,7 @@ class StreamingSelector:
         p = seg.slots.index(slot)
         r = seg.rank
         if r > 1:
-            v = self._sel(seg.slots).T @ seg.Ginv[:, p].float()  # (d,) direction only token p covers
+            v = seg.S.T @ seg.Ginv[:, p].float()  # (d,) direction only token p covers
             c = seg.Q.T @ v  # (r,)
             c = c / c.norm().clamp_min(1e-30)
             w = c.clone()
@@ -204,8 +216,9 @@ class StreamingSelector:
             ki = torch.tensor(keep, device=self.device)
             col = seg.Ginv[ki, p]
             seg.Ginv = seg.Ginv[ki][:, ki] - torch.outer(col, col) / seg.Ginv[p, p]
+            seg.S = seg.S[ki]
         else:
-            seg.Q, seg.Ginv = seg.Q[:, :0], seg.Ginv[:0, :0]
+            seg.Q, seg.Ginv, seg.S = seg.Q[:, :0], seg.Ginv[:0, :0], seg.S[:0]
         seg.slots.pop(p)
         seg.updates += 1
         self._seg_of[slot] = None
@@ -237,7 +250,7 @@ class StreamingSelector:
                 raise ValueError(f"payload must have {n} rows, got shape {tuple(payload.shape)}")
             if self._payload_shape is not None and (tuple(payload.shape[1:]) != self._payload_shape):
                 raise ValueError(f"payload row shape {tuple(payload.shape[1:])} != {self._payload_shape}")
-        if self.d is not None and (payload is None) != (self._payload is None) and self.tokens_seen:
+        if self.d is not None and n and (payload is None) != (self._payload is None):
             raise ValueError("payload must be given on every push or on none")
         if n == 0:
             return
@@ -255,11 +268,14 @@ class StreamingSelector:
         self._evict()
 
     def _select_block(self, X, A, energy, cand, t, ids, sw, payload):
-        thresh = self.novelty * float(energy[cand].mean())
+        block_thresh = self.novelty * float(energy[cand].mean())
         zero = ZERO_TOL * float(energy[cand].max())
         left = self.budget  # at most K picks per block
         first = True
         while cand.numel() and left > 0:
+            # a full memory only takes tokens that lose more than its cheapest kept token would
+            full = int(self._alive.sum()) >= self.budget if self._cap else False
+            thresh = max(block_thresh, float(self._score.min())) if full else block_thresh
             seg = self._current
             Ac = A[cand]  # (m, d)
             if seg is not None and seg.rank >= self._rank_cap:
@@ -267,7 +283,8 @@ class StreamingSelector:
             if seg is not None:
                 R = Ac - (Ac @ seg.Q) @ seg.Q.T
                 R -= (R @ seg.Q) @ seg.Q.T  # second pass
-                if first and float(R.pow(2).sum()) > self.segment_novelty * float(energy[cand].sum()):
+                if first and self.segment_novelty is not None and \
+                        float(R.pow(2).sum()) > self.segment_novelty * float(energy[cand].sum()):
                     seg = None
             if seg is None:
                 seg = _Segment(self.d, self.device)
