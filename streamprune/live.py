@@ -53,7 +53,7 @@ class LiveStats:
     last_latency: float | None = None
     answers: int = 0
     reconnects: int = 0
-    block_times: list = field(default_factory=list)  # seconds per processed block (encode + select)
+    block_times: list = field(default_factory=list)  # (wall s, this thread's CPU s) per block (encode + select)
 
     @property
     def processed_fps(self) -> float:
@@ -178,11 +178,11 @@ class LiveSession:
                 break
             # a scripted question is asked when the stream reaches its time, before that frame is added
             self._due(fr.time)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             blocks = pipe.blocks
             pipe.push_frames([fr])
             if pipe.blocks > blocks and self.keep_block_times:
-                self.stats.block_times.append(time.perf_counter() - t)
+                self.stats.block_times.append((time.perf_counter() - t, time.thread_time() - c))
             self.stats.processed += 1
             self.stats.stream_time = fr.time
             if status:

@@ -393,3 +393,30 @@ def test_decoder_suite_rejects_bad_arguments():
         decoder_suite.run({"arms": "sdpa,bogus"})
     with pytest.raises(ValueError, match="prune-layer"):
         decoder_suite.run({"prune_layer": 4, "layers": 4})
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "video_llava"])
+def test_through_adapter_inputs_with_explicit_positions(tmp_path, family):
+    """The product path: Adapter.build_inputs (explicit, gapped positions + mm_encoder_outputs)."""
+    from streamprune.models import EncodedBlock, load_model, write_tiny_model
+
+    a = load_model(write_tiny_model(family, tmp_path / family), device="cpu")
+    g = torch.Generator().manual_seed(0)
+    T = 2 * a.frames_per_block
+    imgs = torch.randint(0, 256, (T, 60, 90, 3), dtype=torch.uint8, generator=g)
+    times = torch.arange(T, dtype=torch.float64) / 2
+    blocks = [a.encode(imgs[i:i + a.frames_per_block], times[i:i + a.frames_per_block])
+              for i in range(0, T, a.frames_per_block)]
+    mem = EncodedBlock(*(torch.cat([getattr(b, f) for b in blocks]) for f in ("tokens", "times", "payload")))
+    inputs = a.build_inputs(mem, "what is on the table")
+    vis = inputs.pop("visual_mask")
+    n_layers = len(language_model(a.model).layers)
+    cfg = DecoderPruneConfig(layers=(n_layers - 1,), keep=(0.5,))
+    with torch.no_grad(), decoder_prune(a.model, cfg, vis) as st:
+        out = a.model(**inputs, use_cache=False).logits
+    k = n_layers - 1
+    assert st.kept[k] == [round(0.5 * int(vis.sum()))]
+    ref = _reference(a.model, _drop_masks(st, vis, n_layers, vis.shape[1]), **inputs)
+    torch.testing.assert_close(out[0].float(), ref[0, _kept_slots(st, vis, 0)].float(), atol=1e-4, rtol=0)
+    ids = a.generate_ids(mem, "what is on the table", max_new_tokens=3, min_new_tokens=3, decoder_prune=cfg)
+    assert ids.numel() == 3 and a.last_prune_stats.kept[k] == st.kept[k]

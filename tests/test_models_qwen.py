@@ -24,7 +24,6 @@ def adapters(tmp_path_factory):
 def clip(T=8, h=60, w=90, seed=0):
     g = torch.Generator().manual_seed(seed)
     imgs = torch.randint(0, 256, (T, h, w, 3), dtype=torch.uint8, generator=g)
-    # smooth-ish content so frames differ but are not pure noise
     return imgs, torch.arange(T, dtype=torch.float64) / 2.0  # 2 fps
 
 

@@ -70,13 +70,13 @@ def test_uniform_keeps_evenly_spaced_frames():
 
 def test_random_is_a_seeded_uniform_sample():
     ids = []
-    for seed in range(20):
+    for seed in range(10):
         sel = make_selector("random", 50, seed=seed)
         for t, x in _blocks(100, 10):
             sel.push(x, t)
         ids.append(sel.memory.ids.double())
     mean = torch.cat(ids).mean().item()
-    assert abs(mean - 499.5) < 40  # uniform over 0..999, not biased to old or new
+    assert abs(mean - 499.5) < 45  # 500 draws, std of the mean ~13: uniform over 0..999, not biased to old or new
     assert not torch.equal(ids[0], ids[1])
 
 

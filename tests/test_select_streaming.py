@@ -26,12 +26,13 @@ def _run(sel, blocks, payload=False):
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), d=st.integers(2, 24), budget=st.integers(1, 40),
-       sizes=st.lists(st.integers(0, 20), min_size=1, max_size=12), rank=st.integers(1, 24))
-def test_invariants_after_every_push(seed, d, budget, sizes, rank):
+       sizes=st.lists(st.integers(0, 20), min_size=1, max_size=12), rank=st.integers(1, 24),
+       eviction=st.sampled_from(["leverage", "usage"]))
+def test_invariants_after_every_push(seed, d, budget, sizes, rank, eviction):
     g = torch.Generator().manual_seed(seed)
     basis = torch.randn(min(rank, d), d, generator=g)
     blocks = [(float(i), torch.randn(n, basis.shape[0], generator=g) @ basis) for i, n in enumerate(sizes)]
-    sel, seen = StreamingSelector(budget), 0
+    sel, seen = StreamingSelector(budget, eviction=eviction), 0
     for t, x in blocks:
         sel.push(x, t, payload=torch.arange(x.shape[0]) + seen)
         seen += x.shape[0]
@@ -40,7 +41,7 @@ def test_invariants_after_every_push(seed, d, budget, sizes, rank):
         assert m.ids.unique().numel() == len(m) and bool((m.ids.diff() > 0).all())
         assert m.tokens.dtype == torch.float32 and (not len(m) or torch.equal(m.payload, m.ids))
         assert sel.orthonormality_error() < 1e-4
-    again = _run(StreamingSelector(budget), blocks)
+    again = _run(StreamingSelector(budget, eviction=eviction), blocks)
     assert torch.equal(again.memory.ids, sel.memory.ids)  # deterministic
 
 
@@ -183,3 +184,19 @@ def test_bad_input_raises_and_leaves_state_untouched(bad):
 def test_bad_budget(budget):
     with pytest.raises(ValueError):
         StreamingSelector(budget)
+
+
+@pytest.mark.parametrize("kw", [dict(eviction="lru"), dict(recycle="mean"), dict(novelty=-1.0),
+                                dict(segment_rank=0), dict(segment_novelty=float("nan"))])
+def test_bad_options(kw):
+    with pytest.raises(ValueError):
+        StreamingSelector(8, **kw)
+
+
+def test_usage_eviction_keeps_the_directions_the_stream_uses():
+    # direction a fills blocks 0..9, then b appears once with a larger norm; budget 1
+    a, b = torch.eye(8)[0], torch.eye(8)[1]
+    blocks = [(float(i), a[None] * (1 + 0.01 * i)) for i in range(10)] + [(10.0, 1.5 * b[None])]
+    lev = _run(StreamingSelector(1, novelty=0.0), blocks).memory.ids.tolist()
+    use = _run(StreamingSelector(1, novelty=0.0, eviction="usage"), blocks).memory.ids.tolist()
+    assert lev == [10] and use == [0]  # leverage keeps the rare larger token, usage the one used 10 times

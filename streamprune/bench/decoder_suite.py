@@ -8,7 +8,8 @@ Every arm runs in a fresh subprocess on the same random-weight Qwen2 decoder and
   pruned       decoder_prune at --prune-layer with --keep (scores + fewer tokens in later layers)
   eager_layer  sdpa everywhere except the scoring layer, which runs eager and keeps its attention weights
   eager_all    eager attention with output_attentions=True (how peers get the weights)
-CPU peak memory is the process high-water mark (VmHWM, reset after the model is built; getrusage fallback);
+CPU peak memory is the process high-water mark (VmHWM, reset after the model is built; getrusage fallback;
+children run with MALLOC_MMAP_THRESHOLD_=131072 so freed tensors leave RSS);
 CUDA uses torch.cuda.max_memory_allocated. Progress goes to stderr, the JSON result to stdout.
 """
 
@@ -198,7 +199,11 @@ def run(args=None) -> dict:
     results = {}
     for arm in arms:
         console.log(f"decoder_suite: arm {arm} ({ns.tokens} tokens, hidden {ns.hidden}, {ns.layers} layers, {ns.device})")
-        proc = subprocess.run(base_cmd + ["--arm", arm], capture_output=True, text=True, env=dict(os.environ))
+        env = dict(os.environ)
+        # glibc: a fixed mmap threshold returns every large tensor to the OS on free, so RSS follows live
+        # tensors; the default dynamic threshold keeps freed blocks in the heap and adds +-25 MB of noise
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
+        proc = subprocess.run(base_cmd + ["--arm", arm], capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             tail = (proc.stderr or "").strip().splitlines()[-1:] or ["no output"]
             results[arm] = {"arm": arm, "error": tail[0]}

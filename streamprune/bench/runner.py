@@ -4,7 +4,8 @@ A suite is a list of `Unit`s (a stable id + JSON-able params) and a function `ru
 Each finished unit is appended as one JSON line to `OUT/<suite>.part-RRR-of-WWW.jsonl` (flushed and
 fsynced), so a killed run continues where it stopped: ids already present in any part file of the suite
 are skipped. Ranks take interleaved slices of the unit list (`--shard i/n`, or RANK/WORLD_SIZE from
-torchrun/accelerate). `merge` gathers every part file into `OUT/<suite>.jsonl` (one row per line, in plan
+torchrun/accelerate); before a unit runs it is claimed (an O_EXCL file under `OUT/.<suite>.claims/`), so
+several processes may also share one slice, and a killed process's claims are taken over. `merge` gathers every part file into `OUT/<suite>.jsonl` (one row per line, in plan
 order) and `OUT/<suite>.csv`.
 """
 
@@ -16,6 +17,7 @@ import json
 import logging
 import math
 import os
+import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -166,15 +168,68 @@ def run_units(suite: str, units: Sequence[Unit], run_unit: Callable[[Unit], list
         if max_units is not None and ran >= max_units:
             stopped = True
             break
-        t0 = time.perf_counter()
-        rows = run_unit(u)
-        dt = time.perf_counter() - t0
-        _append(path, {"id": u.id, "order": order[u.id], "suite": suite, "name": u.name, "params": u.params,
-                       "rows": rows, "seconds": round(dt, 4), "rank": rank, "world": world})
+        if u.id in done_ids(out, suite) or not _claim(out, suite, u.id):
+            continue  # finished or being run by another process on the same slice (work sharing)
+        try:
+            t0 = time.perf_counter()
+            rows = run_unit(u)
+            dt = time.perf_counter() - t0
+            _append(path, {"id": u.id, "order": order[u.id], "suite": suite, "name": u.name, "params": u.params,
+                           "rows": rows, "seconds": round(dt, 4), "rank": rank, "world": world})
+        finally:
+            _claim_path(out, suite, u.id).unlink(missing_ok=True)
         ran += 1
         if on_progress:
             on_progress(j + 1, len(todo), u, dt)
     return RunSummary(suite, len(units), len(mine), len(mine) - len(todo), ran, stopped, path)
+
+
+# ------------------------------------------------------------------ claims
+def _claim_path(out: Path, suite: str, uid: str) -> Path:
+    return Path(out) / f".{suite}.claims" / hashlib.sha1(uid.encode()).hexdigest()
+
+
+def _claim(out: Path, suite: str, uid: str) -> bool:
+    """Claim a unit (atomic O_EXCL file holding host and pid) so several processes can share one slice.
+
+    A claim left by a dead process on this host (a killed run) is taken over; a claim from another host is
+    honoured for STALE_CLAIM_S seconds."""
+    p = _claim_path(out, suite, uid)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                host, pid = p.read_text().split()
+                age = time.time() - p.stat().st_mtime
+            except (OSError, ValueError):
+                host, pid, age = "", "0", math.inf
+            alive = _pid_alive(int(pid)) if host == socket.gethostname() else age < STALE_CLAIM_S
+            if alive and f"{host} {pid}" != me:
+                return False
+            p.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        return True
+    return False
+
+
+STALE_CLAIM_S = 6 * 3600
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # ------------------------------------------------------------------ merge
@@ -199,11 +254,16 @@ def merge(out: Path, suite: str) -> tuple[list[dict], list[str]]:
         for row in r["rows"]:
             rows.append({"unit": r["id"], **row})
     missing = [uid for uid in plan if uid not in recs] if plan else []
-    with open(out / f"{suite}.jsonl", "w", encoding="utf-8") as f:
+    write_rows(out, suite, rows)
+    return rows, missing
+
+
+def write_rows(out: Path, suite: str, rows: list[dict]) -> None:
+    """OUT/<suite>.jsonl (one row per line) and OUT/<suite>.csv."""
+    with open(Path(out) / f"{suite}.jsonl", "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, default=_json_default) + "\n")
-    write_csv(out / f"{suite}.csv", rows)
-    return rows, missing
+    write_csv(Path(out) / f"{suite}.csv", rows)
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

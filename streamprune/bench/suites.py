@@ -123,6 +123,11 @@ def _wait_for_shards(out: Path, suite: str, units, wait_s: float) -> None:
 def report(out: Path, suite: str, plots_dir=None) -> int:
     """Merge the suite's part files, print the table (stdout), write CSV/JSONL and plots."""
     rows, missing = runner.merge(out, suite)
+    if suite == "qa":  # accuracy relative to the full-token run: known only after the merge
+        from .qa import add_relative
+
+        rows = add_relative(rows)
+        runner.write_rows(out, suite, rows)
     print_table(suite, rows)
     pdir = Path(plots_dir or out)
     pdir.mkdir(parents=True, exist_ok=True)

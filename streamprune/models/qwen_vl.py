@@ -15,7 +15,6 @@ Qwen2.5-VL's temporal axis is t * tokens_per_second * second_per_grid_t. Qwen3-V
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import torch

@@ -37,7 +37,8 @@ def density_peak_scores(tokens: Tensor, *, k_neighbors: int = 5) -> tuple[Tensor
     dist = sq.clamp_min(0).sqrt()  # (n, n)
     idx = torch.arange(n, device=x.device)
     # j denser than i: rho_j > rho_i, or rho_j == rho_i and j < i (ties broken by index)
-    denser = (log_rho[None, :] > log_rho[:, None]) | ((log_rho[None, :] == log_rho[:, None]) & (idx[None, :] < idx[:, None]))
+    above, same = log_rho[None, :] > log_rho[:, None], log_rho[None, :] == log_rho[:, None]
+    denser = above | (same & (idx[None, :] < idx[:, None]))
     masked = torch.where(denser, dist, torch.full_like(dist, float("inf")))
     delta = masked.min(dim=1).values  # (n,)
     top = torch.isinf(delta)

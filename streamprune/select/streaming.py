@@ -79,6 +79,10 @@ class StreamingSelector:
       density-peak clustered into ceil(m / 2) clusters, each merged into its nearest kept token). Merging
       changes only Memory.tokens, never the selection math, ids, times or payload.
     refresh_every: rebuild a segment's basis and Gram inverse from its tokens after this many updates.
+    eviction: "leverage" (default; loss = the kept token's own unexplained energy 1/(G^-1)_jj, favours
+      novelty) | "usage" (loss = (sum over the current segment's later blocks of each token's squared
+      least-squares coefficient on j, plus 1) / (G^-1)_jj: the stream energy lost along j's unique
+      direction, favours reconstruction of everything seen).
     question_mode, alpha: what final(k, relevance) uses (see relevance.question_select).
     Zero rows and zero-weight rows are skipped (never enter the basis or memory; they still get ids).
     Empty blocks are a no-op. Bad input raises ValueError and leaves the state untouched.
@@ -87,8 +91,8 @@ class StreamingSelector:
 
     def __init__(self, budget: int, *, novelty: float = 0.01, segment_novelty: float | None = None,
                  segment_rank: int | None = None, recycle: str | None = None, recycle_frac: float = 0.3,
-                 refresh_every: int = 256, question_mode: str = "resprune", alpha: float = 0.3,
-                 device=None):
+                 refresh_every: int = 256, eviction: str = "leverage", question_mode: str = "resprune",
+                 alpha: float = 0.3, device=None):
         if isinstance(budget, bool) or int(budget) != budget or budget <= 0:
             raise ValueError(f"budget must be a positive integer, got {budget}")
         if not (math.isfinite(novelty) and novelty >= 0):
@@ -97,6 +101,8 @@ class StreamingSelector:
             raise ValueError(f"segment_novelty must be None or > 0, got {segment_novelty}")
         if segment_rank is not None and int(segment_rank) < 1:
             raise ValueError(f"segment_rank must be >= 1, got {segment_rank}")
+        if eviction not in ("leverage", "usage"):
+            raise ValueError(f"eviction must be 'leverage' or 'usage', got {eviction!r}")
         if recycle not in (None, "nearest", "cluster"):
             raise ValueError(f"recycle must be None, 'nearest' or 'cluster', got {recycle!r}")
         self.budget = int(budget)
@@ -105,6 +111,7 @@ class StreamingSelector:
         self.segment_rank = None if segment_rank is None else int(segment_rank)
         self.recycle, self.recycle_frac = recycle, float(recycle_frac)
         self.refresh_every = max(1, int(refresh_every))
+        self.eviction = eviction
         self.question_mode, self.alpha = question_mode, float(alpha)
         self.device = None if device is None else torch.device(device)
         self.tokens_seen = 0
@@ -124,6 +131,7 @@ class StreamingSelector:
         self._sw = torch.zeros(0, device=self.device)  # (cap,) sqrt(weight)
         self._out = torch.zeros(0, d, device=self.device) if self.recycle else None  # merged tokens
         self._mass = torch.zeros(0, dtype=torch.float64, device=self.device)
+        self._use = torch.zeros(0, dtype=torch.float64, device=self.device)  # sum of squared coefficients
         self._times = torch.zeros(0, dtype=torch.float64, device=self.device)
         self._ids = torch.zeros(0, dtype=torch.long, device=self.device)
         self._alive = torch.zeros(0, dtype=torch.bool, device=self.device)
@@ -144,6 +152,7 @@ class StreamingSelector:
             return torch.cat([t, torch.full((extra, *t.shape[1:]), fill, dtype=t.dtype, device=t.device)])
 
         self._raw, self._sw, self._mass = pad(self._raw, 0), pad(self._sw, 0), pad(self._mass, 0)
+        self._use = pad(self._use, 0)
         self._times, self._ids, self._alive = pad(self._times, 0), pad(self._ids, -1), pad(self._alive, False)
         self._score = pad(self._score, math.inf)
         if self._out is not None:
@@ -168,7 +177,8 @@ class StreamingSelector:
     def _set_scores(self, seg: _Segment):
         if seg.rank:
             idx = torch.tensor(seg.slots, dtype=torch.long, device=self.device)
-            self._score[idx] = 1.0 / torch.diagonal(seg.Ginv).clamp_min(1e-300)
+            loss = 1.0 / torch.diagonal(seg.Ginv).clamp_min(1e-300)
+            self._score[idx] = loss * self._use[idx] if self.eviction == "usage" else loss
 
     def _refresh(self, seg: _Segment):
         """Rebuild Q and G^-1 of a segment from its tokens (numerical hygiene)."""
@@ -280,6 +290,12 @@ class StreamingSelector:
             Ac = A[cand]  # (m, d)
             if seg is not None and seg.rank >= self._rank_cap:
                 seg = None
+            if seg is not None and first and self.eviction == "usage" and seg.rank:
+                # energy of this block each kept token carries: least-squares coefficients on S
+                coef = (Ac @ seg.S.T).double() @ seg.Ginv  # (m, r)
+                idx = torch.tensor(seg.slots, dtype=torch.long, device=self.device)
+                self._use[idx] += coef.pow(2).sum(dim=0)
+                self._set_scores(seg)
             if seg is not None:
                 R = Ac - (Ac @ seg.Q) @ seg.Q.T
                 R -= (R @ seg.Q) @ seg.Q.T  # second pass
@@ -301,7 +317,7 @@ class StreamingSelector:
                     j, slot = int(cand[order[i]]), int(slots[i])
                     self._raw[slot], self._sw[slot] = X[j], sw[j]
                     self._times[slot], self._ids[slot], self._alive[slot] = t[j], ids[j], True
-                    self._mass[slot] = 1.0
+                    self._mass[slot] = self._use[slot] = 1.0
                     if self._out is not None:
                         self._out[slot] = X[j]
                     if self._payload is not None:
