@@ -13,7 +13,7 @@ import sys
 from rich.console import Console
 from rich.markup import escape
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # soft_wrap: one-line errors stay one line in pipes
 
 
 class UsageError(ValueError):
@@ -40,8 +40,6 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------- ask  (issue 4)
 # Messages must stay one line when stderr is a pipe (rich otherwise hard-wraps at 80 columns).
-# (Belongs in the Console(...) constructor above; set here to keep to this section.)
-err.soft_wrap = True
 
 def add_ask(sub) -> None:
     p = sub.add_parser("ask", help="answer a question about a video file")
