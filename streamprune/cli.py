@@ -39,7 +39,6 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------- ask  (issue 4)
-# Messages must stay one line when stderr is a pipe (rich otherwise hard-wraps at 80 columns).
 
 def add_ask(sub) -> None:
     p = sub.add_parser("ask", help="answer a question about a video file")
@@ -233,6 +232,8 @@ def add_bench(sub) -> None:
                    help="rank 0 waits up to this many seconds for the other shards before merging")
     p.add_argument("--plots-dir", default=None, help="write PNG plots here (default: --out)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (features default: 1)")
+    p.add_argument("--suite-args", default=None,
+                   help="select|readers|decoder|ask|live-soak: extra flags for that suite, e.g. '--minutes 1'")
     p.add_argument("--methods", default=None, help="comma-separated method variants (default: all)")
     p.add_argument("--budgets", default=None, help="comma-separated token budgets")
     p.add_argument("--streams", default=None, help="features: comma-separated stream names")

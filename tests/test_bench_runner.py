@@ -123,3 +123,32 @@ def test_claims_share_a_slice_and_dead_claims_are_taken_over(tmp_path):
     assert live.exists() and not dead.exists()
     live.unlink()
     assert runner.run_units("toy", units, _run_unit, tmp_path).ran == 1  # the other process died: finish its unit
+
+
+def test_a_subset_rerun_keeps_the_plan_order(tmp_path):
+    runner.run_units("toy", _units(4), _run_unit, tmp_path)
+    runner.run_units("toy", _units(4)[2:], _run_unit, tmp_path)  # e.g. --methods with a subset
+    rows, missing = runner.merge(tmp_path, "toy")
+    assert not missing and [r["i"] for r in rows][::2] == [0, 1, 2, 3]
+
+
+def test_external_suites_get_only_the_options_they_declare(monkeypatch):
+    import argparse
+
+    from streamprune.bench import suites
+
+    ns = argparse.Namespace(suite="readers", quick=True, device="cpu", threads=1, dtype=None,
+                            suite_args="--minutes 1")
+    from streamprune.bench import readers_suite, select_suite
+
+    assert suites.external_argv(select_suite, ns) == ["--quick", "--device", "cpu", "--threads", "1", "--minutes", "1"]
+    assert suites.external_argv(readers_suite, ns) == ["--minutes", "1"]
+    seen = []
+    monkeypatch.setattr(readers_suite, "main", lambda argv: seen.append(argv) or 0)
+    assert suites.run(ns) == 0 and seen == [["--minutes", "1"]]
+
+    def bad(argv):
+        raise SystemExit(2)
+    monkeypatch.setattr(readers_suite, "main", bad)
+    with pytest.raises(ValueError, match="rejected"):
+        suites.run(ns)

@@ -8,6 +8,8 @@ Every arm runs in a fresh subprocess on the same random-weight Qwen2 decoder and
   pruned       decoder_prune at --prune-layer with --keep (scores + fewer tokens in later layers)
   eager_layer  sdpa everywhere except the scoring layer, which runs eager and keeps its attention weights
   eager_all    eager attention with output_attentions=True (how peers get the weights)
+plus (--interleave N) one process timing sdpa / side / pruned alternately for N rounds, so that the time
+ratios see the same machine load (separate processes minutes apart do not, on a shared box).
 CPU peak memory is the process high-water mark (VmHWM, reset after the model is built; getrusage fallback;
 children run with MALLOC_MMAP_THRESHOLD_=131072 so freed tensors leave RSS);
 CUDA uses torch.cuda.max_memory_allocated. Progress goes to stderr, the JSON result to stdout.
@@ -43,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default=None, help="float32 (cpu default) or bfloat16 (cuda default)")
     p.add_argument("--arms", default=",".join(ARMS))
+    p.add_argument("--interleave", type=int, default=3,
+                   help="rounds of sdpa/side/pruned timed alternately in one process (0: skip); noisy boxes")
     p.add_argument("--arm", default=None, help=argparse.SUPPRESS)  # child mode
     return p
 
@@ -95,8 +99,45 @@ def _eager_layer_fn(score_layer: int):
     return fn, kept
 
 
+def _interleaved(args) -> dict:
+    """Prefill times of sdpa / side / pruned taken alternately in one process (same load for all)."""
+    import torch
+
+    from streamprune.models.decoder_prune import DecoderPruneConfig, decoder_prune
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, ids, vis = _build(args)
+    am = torch.ones_like(ids)
+
+    def fwd(keep):
+        with torch.no_grad():
+            if keep is None:
+                model(input_ids=ids, attention_mask=am, use_cache=False, logits_to_keep=1)
+            else:
+                with decoder_prune(model, DecoderPruneConfig(layers=(args.prune_layer,), keep=(keep,)), vis):
+                    model(input_ids=ids, attention_mask=am, use_cache=False, logits_to_keep=1)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    arms = {"sdpa": None, "side": 1.0, "pruned": args.keep}
+    fwd(None)  # warm-up at full length
+    times = {a: [] for a in arms}
+    for r in range(args.interleave):
+        for a, keep in (arms.items() if r % 2 == 0 else reversed(arms.items())):
+            t0 = time.perf_counter()
+            fwd(keep)
+            times[a].append(time.perf_counter() - t0)
+    med = {a: sorted(t)[len(t) // 2] for a, t in times.items()}
+    return {"arm": "interleaved", "times_s": times, "median_s": med,
+            "ratio_vs_sdpa": {a: med[a] / med["sdpa"] for a in arms}}
+
+
 def _child(args) -> dict:
     import torch
+
+    if args.arm == "interleaved":
+        return _interleaved(args)
 
     from streamprune.models.decoder_prune import DecoderPruneConfig, decoder_prune
 
@@ -212,16 +253,27 @@ def run(args=None) -> dict:
         results[arm] = json.loads(proc.stdout.strip().splitlines()[-1])
         r = results[arm]
         console.log(f"  peak {r['peak_mb']:.0f} MB (forward +{r['forward_mb']:.0f} MB), prefill {r['prefill_s']:.2f} s")
+    if ns.interleave > 0:
+        console.log(f"decoder_suite: interleaved timing, {ns.interleave} rounds of sdpa/side/pruned in one process")
+        proc = subprocess.run(base_cmd + ["--interleave", str(ns.interleave), "--arm", "interleaved"],
+                              capture_output=True, text=True)
+        if proc.returncode == 0:
+            results["interleaved"] = json.loads(proc.stdout.strip().splitlines()[-1])
+            r = {k: round(v, 3) for k, v in results["interleaved"]["ratio_vs_sdpa"].items()}
+            console.log(f"  time vs sdpa (median): {r}")
+        else:
+            results["interleaved"] = {"error": ((proc.stderr or "").strip().splitlines() or ["no output"])[-1]}
     ref = results.get("sdpa", {})
     overhead = {}
     if "peak_mb" in ref:
         for arm, r in results.items():
-            if "peak_mb" in r:
+            if "peak_mb" in r and "prefill_s" in r:
                 overhead[arm] = {"peak_pct": 100 * (r["peak_mb"] / ref["peak_mb"] - 1),
                                  "forward_pct": 100 * (r["forward_mb"] / max(ref["forward_mb"], 1e-9) - 1),
                                  "time_ratio": r["prefill_s"] / ref["prefill_s"]}
     config = {k: getattr(ns, k) for k in ("tokens", "text", "hidden", "layers", "heads", "kv_heads", "intermediate",
-                                          "prune_layer", "keep", "repeats", "threads", "device", "dtype")}
+                                          "prune_layer", "keep", "repeats", "threads", "device", "dtype",
+                                          "interleave")}
     return {"suite": "decoder", "config": config, "arms": results, "overhead_pct": overhead}
 
 

@@ -129,7 +129,7 @@ def plot_scaling(rows: list[dict], out_dir: Path, prefix: str = "scaling") -> Pa
                 break
     a1.set_title("prefill time vs video length (frames)", fontsize=10)
     a1.set_ylabel("seconds")
-    a2.set_title("peak memory vs video length (dotted: full tokens ran out of memory)", fontsize=10)
+    a2.set_title("peak tensor memory above the weights (dotted: full tokens ran out of memory)", fontsize=10)
     a2.set_ylabel("MB")
     for a in (a1, a2):
         a.set_xlabel("frames")

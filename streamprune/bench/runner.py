@@ -137,11 +137,14 @@ def _json_default(o):
 
 
 def write_plan(out: Path, suite: str, units: Sequence[Unit]) -> Path:
-    """`OUT/<suite>.plan.json`: every unit id in order (written atomically; merge uses it)."""
+    """`OUT/<suite>.plan.json`: every unit id in order (atomic; merge orders rows by it). A later run with
+    other settings in the same folder appends its new ids after the existing ones."""
     p = Path(out) / f"{suite}.plan.json"
     p.parent.mkdir(parents=True, exist_ok=True)
+    ids = json.loads(p.read_text())["units"] if p.is_file() else []
+    ids += [u.id for u in units if u.id not in set(ids)]
     tmp = p.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"suite": suite, "units": [u.id for u in units]}, indent=0))
+    tmp.write_text(json.dumps({"suite": suite, "units": ids}, indent=0))
     os.replace(tmp, p)
     return p
 

@@ -11,7 +11,9 @@ synthesised with PyAV) and synthetic long streams with 1-2 s needles (bench.stre
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import platform
 import resource
 import sys
@@ -19,11 +21,12 @@ import time
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from streamprune.bench.metrics import local_reconstruction, needle_recall, reconstruction_ratio, temporal_coverage
 from streamprune.bench.streams import pixel_patch_blocks, sample_video, synthetic_stream
 from streamprune.select import METHODS, StreamingSelector, make_selector, select_subspace
-from streamprune.select.greedy import greedy_residual
+from streamprune.select.greedy import greedy_residual, refine_swaps
 
 GOALS = {
     "streaming_over_offline": 1.1, "offline_over_svd": 1.5, "needle_recall_ours": 0.95,
@@ -51,6 +54,47 @@ def _rss_mb() -> float:
 
 
 VARIANTS = {"ours_usage": ("ours", {"eviction": "usage"})}  # extra rows: our selector with other options
+# swap refinement of offline greedy (greedy.refine_swaps): default settings and a larger search
+SWAP_SETTINGS = {"swaps": {}, "swaps_wide": {"candidates": 1024, "max_swaps": 2048, "f": 1.0 + 1e-4}}
+
+
+def _subset_errors(G: Tensor, subsets: Tensor) -> Tensor:
+    """||X - P_S X||_F^2 for every row subset (B, k) from the Gram G = X X^T (n, n) float64."""
+    Gs = G[subsets[:, :, None], subsets[:, None, :]]  # (B, k, k)
+    Gc = G[subsets]  # (B, k, n)
+    sol = torch.linalg.solve(Gs, Gc)  # (B, k, n)
+    return torch.diagonal(G).sum() - (Gc * sol).sum(dim=(1, 2))
+
+
+def subset_bound(X: Tensor, quick: bool, n: int = 48, seeds: int = 3) -> list:
+    """Exhaustive search on small cases: n random patches of X, every k-subset; best subset, greedy and
+    greedy+swaps as ratios to the SVD bound (is the 1.5x goal attainable by any subset?)."""
+    out = []
+    for k in ((2, 3) if quick else (2, 3, 4)):
+        for seed in range(1 if quick else seeds):
+            g = torch.Generator().manual_seed(seed)
+            Y = X[torch.randperm(X.shape[0], generator=g)[:n]].double()  # (n, d)
+            G = Y @ Y.T
+            best = math.inf
+            for chunk in itertools.islice(_chunks(itertools.combinations(range(n), k), 50_000), None):
+                e = _subset_errors(G, torch.tensor(chunk))
+                best = min(best, float(e.min()))
+            bound = float(torch.linalg.svdvals(Y).pow(2)[k:].sum())
+            gr = select_subspace(Y.float(), k)
+            sw = refine_swaps(Y.float(), gr, candidates=n, f=1.0 + 1e-9, max_swaps=10_000)
+            out.append({"n": n, "d": Y.shape[1], "k": k, "seed": seed, "best_subset": best / bound,
+                        "greedy": reconstruction_ratio(Y, gr), "swaps": reconstruction_ratio(Y, sw)})
+            _log(f"[bound] k={k} seed={seed}: best {best / bound:.3f} greedy {out[-1]['greedy']:.3f} "
+                 f"swaps {out[-1]['swaps']:.3f}")
+    return out
+
+
+def _chunks(it, size):
+    while True:
+        c = list(itertools.islice(it, size))
+        if not c:
+            return
+        yield c
 
 
 def _feed(method, budget, blocks, device, **kw):
@@ -65,7 +109,7 @@ def _feed(method, budget, blocks, device, **kw):
 
 
 # ---- 1. reconstruction (K < d against the SVD bound, K > d locally) ---------------------------------------
-def reconstruction(quick: bool, device) -> dict:
+def reconstruction(quick: bool, device, only_k_below_d: bool = False) -> dict:
     video = sample_video()
     fps = 5 if quick else 25
     blocks = list(pixel_patch_blocks(video, fps=fps, patch=16, size=(224, 224)))
@@ -73,9 +117,22 @@ def reconstruction(quick: bool, device) -> dict:
     _log(f"[recon] {video.name}: {len(blocks)} frames, X {tuple(X.shape)}")
     rows = []
     for K in ([32, 128] if quick else [32, 64, 128, 256]):
-        off = select_subspace(X.to(device), K).cpu()
+        t0 = time.perf_counter()
+        off = select_subspace(X.to(device), K)
+        _sync(device)
+        t_off = time.perf_counter() - t0
+        swapped = {}
+        for name, kw in SWAP_SETTINGS.items():
+            t0 = time.perf_counter()
+            idx = refine_swaps(X.to(device), off, **kw)
+            _sync(device)
+            swapped[name] = (reconstruction_ratio(X, idx.cpu()), time.perf_counter() - t0, int((idx != off).sum()))
+        off = off.cpu()
         r_off = reconstruction_ratio(X, off)
-        row = {"input": f"{video.name} {fps}fps patches", "d": X.shape[1], "K": K, "offline": r_off}
+        row = {"input": f"{video.name} {fps}fps patches", "d": X.shape[1], "K": K, "offline": r_off,
+               "offline_s": t_off}
+        for name, (r, dt, ns) in swapped.items():
+            row[name], row[f"{name}_s"], row[f"{name}_swaps"] = r, dt, ns
         for m in ("ours", "ours_usage", "uniform", "random", "dpp"):
             _, mem, dt = _feed(m, K, blocks, device, **({"novelty": 0.001} if m.startswith("ours") else {}))
             row[m] = reconstruction_ratio(X, mem.ids.cpu())
@@ -84,7 +141,10 @@ def reconstruction(quick: bool, device) -> dict:
         row["ours_over_offline"] = row["ours"] / r_off
         row["ours_usage_over_offline"] = row["ours_usage"] / r_off
         rows.append(row)
-        _log(f"[recon] K={K}: ours {row['ours']:.3f} offline {r_off:.3f}")
+        _log(f"[recon] K={K}: ours {row['ours']:.3f} offline {r_off:.3f} "
+             + " ".join(f"{nm} {row[nm]:.3f}" for nm in SWAP_SETTINGS))
+    if only_k_below_d:
+        return {"k_below_d": rows, "subset_bound": subset_bound(X, quick)}
     # K > d: local reconstruction on a synthetic stream (d=64, K=4d)
     s = synthetic_stream(150 if quick else 400, 32, 64, rank=24, needles=0, scene_len=25, noise=0.05,
                          drift=0.02, seed=1)
@@ -219,6 +279,10 @@ def run(args=None) -> dict:
                        "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None},
            "quick": quick, "goals": GOALS}
     t0 = time.perf_counter()
+    if getattr(args, "only", None) == "recon":  # the K < d table (+ swaps) and the small-case subset bound
+        res["reconstruction"] = reconstruction(quick, device, only_k_below_d=True)
+        res["seconds"] = time.perf_counter() - t0
+        return res
     res["reconstruction"] = reconstruction(quick, device)
     res["needles"] = needles(quick, device)
     if device.type == "cuda":
@@ -256,6 +320,22 @@ def report(res: dict) -> None:
                      [[r["input"], r["K"], r["ours"], r["offline"], r["ours_over_offline"], r["ours_usage"],
                        r["ours_usage_over_offline"], r["uniform"], r["random"], r["dpp"], r["ours_kept"]]
                       for r in rec["k_below_d"]]))
+    sw = list(SWAP_SETTINGS)
+    con.print(_table("Offline greedy + swaps (refine_swaps): ratio to the SVD bound, seconds, swaps made",
+                     ["K", "offline", "offline s"] + [c for nm in sw for c in (nm, f"{nm} s", f"{nm} swaps")]
+                     + [f"ours/{nm}" for nm in sw] + [f"usage/{nm}" for nm in sw],
+                     [[r["K"], r["offline"], r["offline_s"]]
+                      + [r[c] for nm in sw for c in (nm, f"{nm}_s", f"{nm}_swaps")]
+                      + [r["ours"] / r[nm] for nm in sw] + [r["ours_usage"] / r[nm] for nm in sw]
+                      for r in rec["k_below_d"]]))
+    if "subset_bound" in rec:
+        con.print(_table("Exhaustive best k-subset on small cases (ratio to the SVD bound)",
+                         ["n", "d", "k", "seed", "best subset", "greedy", "swaps"],
+                         [[b["n"], b["d"], b["k"], b["seed"], b["best_subset"], b["greedy"], b["swaps"]]
+                          for b in rec["subset_bound"]]))
+    if "k_above_d_local" not in rec:
+        con.print(f"machine: {res['machine']}  total {res['seconds']:.0f} s")
+        return
     loc = rec["k_above_d_local"]
     ms = [m for m in METHODS + ("ours_usage",) if m in loc[0]]
     con.print(_table(f"Local reconstruction (K={loc[0]['K']} > d={loc[0]['d']}, {loc[0]['input']}; 0 = perfect)",
@@ -284,6 +364,8 @@ def parse_args(argv):
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda times d=3584, K=4096, 256 tokens/block)")
     p.add_argument("--json", default=None, help="write the results as JSON to this path")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--only", choices=["recon"], default=None,
+                   help="recon: only the K < d reconstruction table (with swaps) and the small-case subset bound")
     return p.parse_args(argv)
 
 

@@ -37,6 +37,37 @@ def _csv(s, cast=str):
         raise ValueError(f"cannot parse the list {s!r}") from None
 
 
+def external_argv(mod, args) -> list[str]:
+    """argv for another helper's suite `main`: our options it also declares, then --suite-args verbatim."""
+    import inspect
+    import shlex
+
+    src = inspect.getsource(mod)
+    argv = []
+    if getattr(args, "quick", False) and '"--quick"' in src:
+        argv.append("--quick")
+    for opt in ("device", "threads", "dtype"):
+        v = getattr(args, opt, None)
+        if v is not None and f'"--{opt}"' in src:
+            argv += [f"--{opt}", str(v)]
+    return argv + shlex.split(getattr(args, "suite_args", None) or "")
+
+
+def run_external(suite: str, args) -> int:
+    """Run another helper's suite through its own `main(argv)` (its own table and options)."""
+    try:
+        mod = importlib.import_module(f"streamprune.bench.{EXTERNAL[suite]}")
+    except ImportError as e:
+        raise ValueError(f"suite {suite} is not available: {e}") from e
+    argv = external_argv(mod, args)
+    try:
+        return int(mod.main(argv) or 0)
+    except SystemExit as e:  # its argparse rejected an option: it printed the reason
+        if e.code in (0, None):
+            return 0
+        raise ValueError(f"suite {suite} rejected its options {argv} (pass its own flags with --suite-args)") from None
+
+
 def plan_suite(suite: str, args) -> tuple[list[runner.Unit], callable]:
     """(units, run_unit) of one of our suites from CLI-like args."""
     quick = bool(getattr(args, "quick", False))
@@ -63,11 +94,7 @@ def run(args) -> int:
     """Entry point of `streamprune bench --suite S` (args: argparse namespace from the CLI)."""
     suite = args.suite
     if suite in EXTERNAL:
-        try:
-            mod = importlib.import_module(f"streamprune.bench.{EXTERNAL[suite]}")
-        except ImportError as e:
-            raise ValueError(f"suite {suite} is not available: {e}") from e
-        return int(mod.run(args) or 0)
+        return run_external(suite, args)
     if suite not in OWN:
         raise ValueError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
     out = Path(getattr(args, "out", None) or DEFAULT_OUT)

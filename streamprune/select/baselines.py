@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from .greedy import check_matrix, check_weights, select_subspace
+from .greedy import check_matrix, check_weights, refine_swaps, select_subspace
 from .streaming import Memory, check_times, final_select
 
 
@@ -244,10 +244,12 @@ class DedupSelector(_Kept):
 
 class OfflineSelector(_Kept):
     """Non-streaming reference: buffers every token; `memory` runs weighted greedy subspace selection over
-    the whole video (K tokens). Memory use grows with the video (that is the point of the reference)."""
+    the whole video (K tokens); refine=True then improves it with swaps (greedy.refine_swaps, lower
+    reconstruction error). Memory use grows with the video (that is the point of the reference)."""
 
-    def __init__(self, budget: int, **kw):
+    def __init__(self, budget: int, *, refine: bool = False, **kw):
         super().__init__(budget, **kw)
+        self.refine = bool(refine)
         self._cache: Memory | None = None
         self._parts: list = []
 
@@ -263,6 +265,9 @@ class OfflineSelector(_Kept):
             X, t, w, ids = (torch.cat([p[i] for p in self._parts]) for i in range(4))
             pay = torch.cat([p[4] for p in self._parts]) if self._parts[0][4] is not None else None
             self._parts = [(X, t, w, ids, pay)]
-            idx = torch.sort(select_subspace(X, self.budget, w)).values
+            idx = select_subspace(X, self.budget, w)
+            if self.refine:
+                idx = refine_swaps(X, idx, weights=w)
+            idx = torch.sort(idx).values
             self._cache = Memory(X[idx], t[idx], ids[idx], pay[idx] if pay is not None else None)
         return self._cache

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .greedy import ZERO_TOL, check_matrix, check_weights, greedy_residual, select_subspace
+from .greedy import ZERO_TOL, check_matrix, check_weights, greedy_residual, refine_swaps, select_subspace
 from .recycle import density_peak_merge
 
 
@@ -84,6 +84,7 @@ class StreamingSelector:
       least-squares coefficient on j, plus 1) / (G^-1)_jj: the stream energy lost along j's unique
       direction, favours reconstruction of everything seen).
     question_mode, alpha: what final(k, relevance) uses (see relevance.question_select).
+    final_refine: final(k) without relevance refines its greedy pick with swaps (greedy.refine_swaps).
     Zero rows and zero-weight rows are skipped (never enter the basis or memory; they still get ids).
     Empty blocks are a no-op. Bad input raises ValueError and leaves the state untouched.
     Device: the first pushed tensor's (or `device`); math in float32, Gram inverses in float64.
@@ -92,7 +93,7 @@ class StreamingSelector:
     def __init__(self, budget: int, *, novelty: float = 0.01, segment_novelty: float | None = None,
                  segment_rank: int | None = None, recycle: str | None = None, recycle_frac: float = 0.3,
                  refresh_every: int = 256, eviction: str = "leverage", question_mode: str = "resprune",
-                 alpha: float = 0.3, device=None):
+                 alpha: float = 0.3, final_refine: bool = False, device=None):
         if isinstance(budget, bool) or int(budget) != budget or budget <= 0:
             raise ValueError(f"budget must be a positive integer, got {budget}")
         if not (math.isfinite(novelty) and novelty >= 0):
@@ -113,6 +114,7 @@ class StreamingSelector:
         self.refresh_every = max(1, int(refresh_every))
         self.eviction = eviction
         self.question_mode, self.alpha = question_mode, float(alpha)
+        self.final_refine = bool(final_refine)
         self.device = None if device is None else torch.device(device)
         self.tokens_seen = 0
         self.d: int | None = None
@@ -385,7 +387,8 @@ class StreamingSelector:
 
     def final(self, k: int, relevance=None) -> Tensor:
         """Indices (ascending) into memory of at most k tokens for the LLM (question-aware with relevance)."""
-        return final_select(self.memory, k, relevance, mode=self.question_mode, alpha=self.alpha)
+        return final_select(self.memory, k, relevance, mode=self.question_mode, alpha=self.alpha,
+                            refine=self.final_refine)
 
     # ---- diagnostics ---------------------------------------------------------------------------------
     def orthonormality_error(self) -> float:
@@ -408,9 +411,12 @@ def check_k(k) -> int:
     return int(k)
 
 
-def final_select(memory: Memory, k, relevance=None, *, mode: str = "resprune", alpha: float = 0.3) -> Tensor:
+def final_select(memory: Memory, k, relevance=None, *, mode: str = "resprune", alpha: float = 0.3,
+                 refine: bool = False) -> Tensor:
     """Shared `final`: all of memory when k >= len(memory); else greedy subspace selection of the memory
-    tokens (question_select with the given relevance (len(memory),) when one is given). Ascending indices."""
+    tokens (question_select with the given relevance (len(memory),) when one is given). refine: improve the
+    question-agnostic greedy pick with greedy.refine_swaps (lower reconstruction error of the memory; not
+    applied when relevance is given). Ascending indices."""
     k = check_k(k)
     m = len(memory)
     if relevance is not None:
@@ -422,6 +428,8 @@ def final_select(memory: Memory, k, relevance=None, *, mode: str = "resprune", a
         return torch.arange(m, device=dev)
     if relevance is None:
         idx = select_subspace(memory.tokens, k)
+        if refine:
+            idx = refine_swaps(memory.tokens, idx)
     else:
         from .relevance import question_select
 
