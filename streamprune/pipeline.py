@@ -93,6 +93,7 @@ class Answer:
     method: str = ""
     budget: int = 0
     memory: int = 0
+    decoder_kept: dict = field(default_factory=dict)  # in-decoder stage: {layer: visual tokens after it}
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -233,7 +234,7 @@ class Pipeline:
         """Encode and select, one block of `adapter.frames_per_block` frames at a time; a partial block waits."""
         fpb = max(1, int(getattr(self.adapter, "frames_per_block", 1)))
         for fr in frames:
-            self.thumbs.offer(fr.index, fr.time, fr.image)
+            self.thumbs.offer(fr.index, fr.time, self._token_view(fr.image))
             self.pending.append(fr)
             if len(self.pending) == fpb:
                 self._push_block(self.pending)
@@ -279,18 +280,17 @@ class Pipeline:
             self.frame_step = (frame_times[-1] - frame_times[0]) / (real - 1)
         self.t1 = frame_times[-1]
 
+    def _token_view(self, image: np.ndarray) -> np.ndarray:
+        """The part of a frame its tokens cover (centre crop for Video-LLaVA-style towers)."""
+        top, left, h, w = self.adapter.token_view(int(image.shape[0]), int(image.shape[1]))
+        return image[top:top + h, left:left + w]
+
     def _cells(self, enc, frame, block, images):
         """(grid (rows, cols), local token index -> cell index or -1) for one frame's tokens in a block."""
-        try:
-            from .models import qwen_vl
-
-            if isinstance(self.adapter, qwen_vl.QwenVLAdapter):  # payload: (.., .., i, j, rows, cols, ...)
-                p = enc.payload.float().cpu()
-                i, j = p[:, qwen_vl.P_I].long(), p[:, qwen_vl.P_J].long()
-                gh, gw = int(p[0, qwen_vl.P_GH]), int(p[0, qwen_vl.P_GW])
-                return (gh, gw), (i * gw + j).numpy()
-        except (ImportError, AttributeError, IndexError):
-            log.debug("no Qwen payload layout", exc_info=True)
+        got = self.adapter.token_cells(enc.payload) if enc.payload is not None else None
+        if got is not None:
+            grid, cells = got
+            return grid, cells.numpy()
         return token_cells_guess(enc, block.index(frame), images.shape[1:3])
 
     # -- question
@@ -332,13 +332,15 @@ class Pipeline:
         prefill = (streamer.first or t_g) - t_q
         timings = dict(self.timings, question=t_q - t, prefill=prefill, ttft=(t_q - t) + prefill, generate=t_g - t_q)
         times = sub.times.double()
+        stats = getattr(self.adapter, "last_prune_stats", None) if cfg.decoder_prune else None
+        decoder_kept = {int(k): int(v[0]) for k, v in stats.kept.items()} if stats is not None else {}
         return Answer(
             text=str(text).strip(), question=question, tokens_seen=self.tokens_seen, tokens_kept=len(memory),
             tokens_to_llm=len(sub), span=(float(self.t0), float(self.t1)), timings=timings,
             peak_memory_mb=self.peak.mb(), frames=self.frames_seen, nouns=nouns,
             kept_span=(float(times.min()), float(times.max())) if len(sub) else (0.0, 0.0),
             model=str(getattr(self.adapter, "name", getattr(self.adapter, "family", ""))),
-            method=cfg.method, budget=cfg.budget, memory=cfg.memory,
+            method=cfg.method, budget=cfg.budget, memory=cfg.memory, decoder_kept=decoder_kept,
         )
 
     def decoder_prune_config(self):

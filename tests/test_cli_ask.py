@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -78,6 +77,11 @@ def test_ask_decoder_prune_and_methods(capsys, tiny_qwen, clip):
         assert code == 0, err
         d = json.loads(out)
         assert d["tokens_to_llm"] <= 8
+        if extra == ["--decoder-prune"]:  # the decoder stage halves the visual tokens at its layer
+            (layer, kept), = d["decoder_kept"].items()
+            assert kept == d["tokens_to_llm"] // 2 or kept == (d["tokens_to_llm"] + 1) // 2
+        else:
+            assert d["decoder_kept"] == {}
     assert d["method"] == "dpp" and d["frames"] == 6  # --max-frames caps the 10 frames sampled at 2 fps
 
 

@@ -99,3 +99,20 @@ def test_video_llava_crop_and_frame_size(adapters):
     x = a.pixel_values(torch.zeros(2, 60, 90, 3, dtype=torch.uint8))
     assert x.shape == (1, 2, 3, 56, 56)
     torch.testing.assert_close(x[0, 0, :, 0, 0], (0 - a.mean.flatten()) / a.std.flatten())
+
+
+@pytest.mark.parametrize("family", LLAVA)
+def test_token_geometry_for_the_contact_sheet(adapters, family):
+    """Each frame token maps to one cell of a g x g grid over the region the tower sees; CLS maps nowhere."""
+    a = adapters[family]
+    imgs, times = clip(T=1, h=60, w=90)
+    blk = a.encode(imgs, times)
+    (rows, cols), cells = a.token_cells(blk.payload)
+    per = a.tokens_per_frame()
+    grid = rows * cols
+    assert rows == cols and cells.shape == (per,)
+    if family == "video_llava":  # CLS first, then the 4x4 patches row-major
+        assert grid == per - 1 and cells[0] == -1 and torch.equal(cells[1:], torch.arange(grid))
+        assert a.token_view(60, 90) == (0, 15, 60, 60)  # shortest edge -> centre square
+    else:
+        assert grid == per and torch.equal(cells, torch.arange(grid))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import math
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import torch
 
 from ..pipeline import AskConfig, PeakMemory, Pipeline, _FirstToken, rss_mb
 from ..readers import Frame
+from .report import write_outputs
 
 QUESTION = "What does the man pick up from the table after the phone rings?"
 
@@ -271,12 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    res = run(args)
-    print(json.dumps(res, indent=1))
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=1))
-    if args.markdown:
-        args.markdown.write_text(to_markdown(res) + "\n")
+    write_outputs(run(args), args, to_markdown)
     return 0
 
 

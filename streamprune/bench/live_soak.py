@@ -14,7 +14,6 @@ so CPU time is what the pipeline costs, independent of other load on a shared ma
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import torch
 from ..live import LiveSession
 from ..pipeline import AskConfig
 from .ask_suite import synth_frames
+from .report import write_outputs
 
 
 def write_video(path: Path, seconds: float, *, fps: float = 1.0, size: int = 160) -> Path:
@@ -141,12 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    res = run(args)
-    print(json.dumps(res, indent=1))
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=1))
-    if args.markdown:
-        args.markdown.write_text(to_markdown(res) + "\n")
+    write_outputs(run(args), args, to_markdown)
     return 0
 
 

@@ -72,3 +72,15 @@ def markdown_table(suite: str, rows: list[dict]) -> str:
     for r in rows:
         lines.append("| " + " | ".join(fmt(r.get(k), s) for k, _, s in cols) + " |")
     return "\n".join(lines)
+
+
+def write_outputs(res: dict, args, to_markdown) -> None:
+    """A standalone suite's results: JSON on stdout, and to `--json` / `--markdown` files when given."""
+    import json
+
+    text = json.dumps(res, indent=1)
+    print(text)
+    if getattr(args, "json", None):
+        args.json.write_text(text)
+    if getattr(args, "markdown", None):
+        args.markdown.write_text(to_markdown(res) + "\n")

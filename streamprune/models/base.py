@@ -9,6 +9,7 @@ positions each token had in the full prompt. Generation goes through
 from __future__ import annotations
 
 import contextlib
+import json
 import importlib
 import importlib.util
 import logging
@@ -235,6 +236,15 @@ class Adapter:
     def encode(self, images, times) -> EncodedBlock:
         raise NotImplementedError
 
+    def token_view(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(top, left, h, w) of the region of a height x width frame that the tokens cover."""
+        return 0, 0, height, width
+
+    def token_cells(self, payload) -> tuple[tuple[int, int], torch.Tensor] | None:
+        """Where one frame's tokens sit on the frame: ((rows, cols) grid, (n,) long cell index row-major,
+        -1 for tokens with no place such as CLS), from the payload `encode` wrote; None if unknown."""
+        return None
+
     def encode_blocks(self, images, times) -> list[EncodedBlock]:
         """Several blocks at once (T a multiple of frames_per_block): one EncodedBlock per block, the same as
         calling encode block by block (families override this with one batched vision pass)."""
@@ -388,3 +398,18 @@ def keep_index(memory, keep) -> torch.Tensor:
         raise ValueError(f"keep indices out of range for a memory of {n} tokens")
     keep = torch.unique(keep)  # sorted, arrival order
     return keep
+
+
+def video_preproc_config(source) -> dict:
+    """The checkpoint's video_preprocessor_config.json (or {} when there is none)."""
+    if not source:
+        return {}
+    try:
+        from transformers.utils import cached_file
+
+        f = cached_file(source, "video_preprocessor_config.json", _raise_exceptions_for_missing_entries=False,
+                        _raise_exceptions_for_connection_errors=False)
+        return json.loads(open(f).read()) if f else {}
+    except Exception as e:  # noqa: BLE001 - optional file
+        log.debug("no video preprocessor config: %s", e)
+        return {}

@@ -10,33 +10,18 @@ has in the prompt of the whole memory (gaps where tokens were dropped; pruned ==
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import torch
 
 from ..resize import resize_frames
-from .base import Adapter, EncodedBlock, keep_index, log
+from .base import Adapter, EncodedBlock, keep_index, video_preproc_config
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 HALF = (0.5, 0.5, 0.5)
 P_S, P_N = 0, 1
-
-
-def _video_preproc(source) -> dict:
-    if not source:
-        return {}
-    try:
-        from transformers.utils import cached_file
-
-        f = cached_file(source, "video_preprocessor_config.json", _raise_exceptions_for_missing_entries=False,
-                        _raise_exceptions_for_connection_errors=False)
-        return json.loads(open(f).read()) if f else {}
-    except Exception as e:  # noqa: BLE001 - optional file
-        log.debug("no video preprocessor config: %s", e)
-        return {}
 
 
 class _LlavaBase(Adapter):
@@ -53,7 +38,7 @@ class _LlavaBase(Adapter):
         vc = self.vision_config
         self.image_size = int(vc.image_size)
         self.patch = int(vc.patch_size)
-        pp = _video_preproc(source)
+        pp = video_preproc_config(source)
         mean = pp.get("image_mean") or self.mean_std[0]
         std = pp.get("image_std") or self.mean_std[1]
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
@@ -78,6 +63,18 @@ class _LlavaBase(Adapter):
 
     def tokens_per_frame(self) -> int:
         raise NotImplementedError
+
+    cls_first = False  # Video-LLaVA keeps the CLS token first in each frame's tokens
+
+    def token_cells(self, payload):
+        p = payload.float().cpu()
+        s, per = p[:, 0].long(), int(p[0, 1])  # spatial index within the frame, tokens per frame
+        if self.cls_first:
+            s, per = s - 1, per - 1
+        g = math.isqrt(per)
+        if g * g != per:
+            return None
+        return (g, g), s
 
     def encode_blocks(self, images, times) -> list[EncodedBlock]:
         """Many frames in one vision pass; one EncodedBlock per frame."""
@@ -168,6 +165,13 @@ class VideoLlavaAdapter(_LlavaBase):
         top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
         return x[:, :, top:top + s, left:left + s]
 
+    def token_view(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """The centre square that survives the shortest-edge resize + centre crop, in frame pixels."""
+        side = min(height, width)
+        return (height - side) // 2, (width - side) // 2, side, side
+
+    cls_first = True
+
     def tokens_per_frame(self) -> int:
         return (self.image_size // self.patch) ** 2 + 1  # CLS kept for video
 
@@ -212,6 +216,8 @@ class OneVisionAdapter(_LlavaBase):
 class NextVideoAdapter(VideoLlavaAdapter):
     """LLaVA-NeXT-Video: like Video-LLaVA's preprocessing (shortest edge + centre crop), tokens average-pooled
     by the model's own resampler (24x24 -> 12x12 = 144 per 336px frame), no newline."""
+
+    cls_first = False
 
     def tokens_per_frame(self) -> int:
         g = self.image_size // self.patch // int(self.model.config.spatial_pool_stride)

@@ -14,13 +14,12 @@ Qwen2.5-VL's temporal axis is t * tokens_per_second * second_per_grid_t. Qwen3-V
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import torch
 
 from ..resize import resize_frames, smart_resize
-from .base import Adapter, EncodedBlock, keep_index, log
+from .base import Adapter, EncodedBlock, keep_index, video_preproc_config
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -29,21 +28,6 @@ HALF = (0.5, 0.5, 0.5)
 # payload columns
 P_DT, P_NF, P_I, P_J, P_GH, P_GW = range(6)
 N_POS = 6
-
-
-def _video_preproc(source) -> dict:
-    """The checkpoint's video_preprocessor_config.json (or {} when there is none)."""
-    if not source:
-        return {}
-    try:
-        from transformers.utils import cached_file
-
-        f = cached_file(source, "video_preprocessor_config.json", _raise_exceptions_for_missing_entries=False,
-                        _raise_exceptions_for_connection_errors=False)
-        return json.loads(open(f).read()) if f else {}
-    except Exception as e:  # noqa: BLE001 - optional file
-        log.debug("no video preprocessor config: %s", e)
-        return {}
 
 
 def patchify(x: torch.Tensor, patch: int, merge: int, temporal: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,7 +65,7 @@ class QwenVLAdapter(Adapter):
         self.merge = int(vc.spatial_merge_size)
         self.temporal = int(vc.temporal_patch_size)
         self.tokens_per_second = float(getattr(vc, "tokens_per_second", 1) or 1)
-        pp = _video_preproc(source)
+        pp = video_preproc_config(source)
         size = pp.get("size") or {}
         q3 = self.family == "qwen3_vl"
         f = self.patch * self.merge
@@ -95,6 +79,12 @@ class QwenVLAdapter(Adapter):
         self.vision_end_id = int(model.config.vision_end_token_id)
 
     # -- frames -> tokens
+    def token_cells(self, payload):
+        p = payload.float().cpu()
+        i, j = p[:, P_I].long(), p[:, P_J].long()
+        gw = int(p[0, P_GW])
+        return (int(p[0, P_GH]), gw), i * gw + j
+
     def frame_size(self, height: int, width: int) -> tuple[int, int]:
         return smart_resize(height, width, factor=self.patch * self.merge, min_pixels=self.min_pixels,
                             max_pixels=self.max_pixels)

@@ -163,8 +163,10 @@ def refine_swaps(X: Tensor, idx, *, weights: Tensor | None = None, f: float = 1.
     plus the `candidates` (default max(k, 128)) unkept rows whose addition alone would lower E most; the
     pool is rebuilt when it has no improving swap left, at most `rounds` times. At most `max_swaps`
     (default k) swaps. Returns a (k,) int64 tensor: idx with swapped entries replaced in place (unique,
-    same size). Kept rows that are linearly dependent are first replaced by greedy picks. Raises
-    ValueError on bad X / weights / idx (not 1-D, out of range, duplicates) or f < 1.
+    same size). Kept rows that are linearly dependent are first replaced by greedy picks (when that lowers
+    E). Float32 input math, float64 swap algebra; d' = min(n, d); work: O(n d'^2) for the Gram and per pool
+    rebuild, O(m d' k + k^2 d' + d'^2) per swap. Raises ValueError on bad X / weights / idx (not 1-D, out
+    of range, duplicates) or f < 1.
     """
     X = check_matrix(X)
     n, d = X.shape
