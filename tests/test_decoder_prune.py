@@ -33,14 +33,6 @@ def _ref_attention(module, query, key, value, attention_mask, *args, **kwargs):
     return eager(module, query, key, value, attention_mask, *args, **kwargs)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matmuls: threads only contend on a busy 2-core box
-    yield
-    torch.set_num_threads(threads)
-
-
 AttentionInterface.register("sp_test_ref", _ref_attention)
 AttentionMaskInterface.register("sp_test_ref", eager_mask)
 

@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-import torch
 
 from streamprune.cli import main
 from streamprune.live import LiveSession, parse_questions
@@ -37,14 +36,6 @@ for p in s.encode():
 c.close()
 """
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run ~20x faster on one thread when the machine is busy (no oversubscription)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def free_port() -> int:

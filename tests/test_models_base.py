@@ -12,14 +12,6 @@ from streamprune.models.tiny import PRESETS, preset_config
 transformers.utils.logging.disable_progress_bar()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matmuls: threads only contend on a busy box
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def qwen(tmp_path_factory):
     return load_model(write_tiny_model("qwen2_vl", tmp_path_factory.mktemp("tiny") / "q"), device="cpu")

@@ -13,11 +13,8 @@ Q = "What does the man pick up after the phone rings?"
 
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matmuls: threads only contend
     root = tmp_path_factory.mktemp("tiny_llava")
     yield {f: load_model(write_tiny_model(f, root / f), device="cpu") for f in LLAVA}
-    torch.set_num_threads(threads)
 
 
 def clip(T=4, h=60, w=90, seed=0):

@@ -15,14 +15,6 @@ from streamprune.nouns import extract_nouns, rule_based_nouns
 from streamprune.pipeline import AskConfig, _Thumbs, token_cells_guess
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run ~20x faster on one thread when the machine is busy (no oversubscription)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def make_video(path, n_frames=10, rate=2, size=(64, 96), cut_at=None):
     """A small H.264/MPEG-4 clip: a moving white box on a grey background that brightens at `cut_at`."""

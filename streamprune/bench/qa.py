@@ -1,25 +1,24 @@
 """`streamprune bench --suite qa`: multiple-choice video QA accuracy per method and budget, relative to
-the full-token run of the same model, with TTFT, tokens/s and peak memory.
+the full-token run of the same model (every token to the LLM), with TTFT, tokens/s and peak memory.
 
-Datasets are read from local folders in their published layouts (annotation file + video folder):
+Datasets are read from local folders `DATA/<name>/` holding the published download as is; each loader
+cites where its layout comes from. A missing folder, annotation file or model is one clear line.
+`write_tiny_dataset` writes each layout with generated clips (tests, smoke runs).
 
-    videomme/        videomme/test-*.parquet (or test.json / .jsonl with the same fields) + data/<videoID>.mp4
-                     fields: videoID, question_id, question, options ["A. ..", ...], answer "A"
-    mvbench/         json/<task>.json [{video, question, candidates [..], answer <text>}] + video/<task>/<video>
-    mlvu/            json/<n>_<task>.json [{video, question, candidates, answer <text>}] + video/<n>_<task>/<video>
-    egoschema/       questions.json [{q_uid, question, option 0..option 4}] + subset_answers.json {q_uid: int}
-                     + videos/<q_uid>.mp4
-    longvideobench/  lvb_val.json [{id, video_path, question, candidates, correct_choice int}] + videos/<video_path>
-
-(MVBench's real task folders differ per task; videos are looked up under video/<task>/ then video/.) A
-missing folder or model is one clear line. `write_tiny_dataset` writes each layout with generated clips.
-The streaming variant feeds each video once through one Pipeline and asks all its questions while the
-stream is open (questions unknown during playback); the plain variant rebuilds the memory per question.
+Two variants per unit:
+- offline: the memory is rebuilt per question over the whole video (or MVBench's [start, end] window);
+- streaming: each video is played once through one Pipeline; each question is asked when the stream reaches
+  its time (`question_time`, MVBench's `end`; none given: at the end) on the live memory as it is then
+  (full blocks only: a half-filled Qwen block is not flushed early, so no token is later than that time).
+  Each question's time asked, the stream span and the kept tokens' span are recorded.
+The full-token arm is skipped, with the reason in the row, when the visual tokens plus the prompt would not
+fit the LLM's context (or the GPU runs out of memory).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -27,9 +26,12 @@ from pathlib import Path
 
 from .runner import Unit
 
+log = logging.getLogger(__name__)
+
 DATASETS = ("videomme", "mvbench", "mlvu", "egoschema", "longvideobench")
 LETTERS = "ABCDEFGH"
 FULL_BUDGET = 10**7  # "full": every token reaches the LLM (uniform keeps all when the budget exceeds the stream)
+TIME_KEY = "question_time"  # optional per-question field (seconds): when to ask in the streaming variant
 
 
 @dataclass
@@ -38,103 +40,197 @@ class Item:
     video: Path
     question: str
     options: list[str]
-    answer: int   # index into options
+    answer: int                          # index into options
+    duration: str | None = None          # the dataset's duration category (Video-MME, LongVideoBench)
+    time: float | None = None            # streaming: ask when the stream reaches this time (None: at the end)
+    window: tuple[float, float] | None = None  # offline: read only this time range (MVBench start/end)
 
 
 # ------------------------------------------------------------------ loaders
 def _load_json(p: Path):
-    if p.suffix == ".jsonl":
-        return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()]
-    return json.loads(p.read_text())
+    try:
+        if p.suffix == ".jsonl":
+            return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()]
+        return json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"qa: cannot read {p}: {str(e).splitlines()[0]}") from None
+
+
+def _load_parquet(p: Path, name: str) -> list[dict]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ValueError(f"{name}: reading {p.name} needs pyarrow (pip install pyarrow)") from None
+    return pq.read_table(p).to_pylist()
+
+
+def _field(r: dict, key: str, name: str, where: str):
+    if key not in r:
+        raise ValueError(f"{name}: field {key!r} missing in {where}")
+    return r[key]
+
+
+def _qtime(r: dict) -> float | None:
+    t = r.get(TIME_KEY)
+    return None if t is None else float(t)
 
 
 def _strip_letter(opt: str) -> str:
     return re.sub(r"^\s*\(?[A-H][\.\):]\s*", "", str(opt))
 
 
-def _videomme(root: Path) -> list[Item]:
-    cands = sorted(root.glob("videomme/test*.json*")) + sorted(root.glob("videomme/test*.parquet"))
-    if not cands:
-        raise ValueError(f"videomme: no videomme/test*.parquet|json under {root}")
-    p = cands[0]
-    if p.suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise ValueError("videomme: reading the parquet file needs pyarrow (or convert it to test.json)") from None
-        recs = pq.read_table(p).to_pylist()
-    else:
-        recs = _load_json(p)
+def _first_existing(*paths: Path) -> Path:
+    return next((p for p in paths if p.exists()), paths[0])
+
+
+def _videomme(base: Path) -> list[Item]:
+    # Layout of huggingface.co/datasets/lmms-lab/Video-MME: videomme/test-00000-of-00001.parquet (fields video_id,
+    # duration short|medium|long, domain, sub_category, url, videoID, question_id, task_type, question,
+    # options ["A. ..", ..], answer "A"); videos_chunked_*.zip unzip to data/<videoID>.mp4 (lmms-eval
+    # tasks/videomme/utils.py also tries .MP4 and .mkv). A JSON/JSONL export of the table is accepted too.
+    files = sorted(base.glob("videomme/test*.parquet")) or sorted(base.glob("test*.parquet"))
+    files = files or sorted(base.glob("videomme/test*.json*")) + sorted(base.glob("test*.json*"))
+    if not files:
+        raise ValueError(f"videomme: no annotation file videomme/test-*.parquet under {base}")
+    recs = []
+    for f in files:
+        recs += _load_parquet(f, "videomme") if f.suffix == ".parquet" else _load_json(f)
     items = []
     for r in recs:
+        vid = str(_field(r, "videoID", "videomme", "the annotation"))
+        ans = str(_field(r, "answer", "videomme", "the annotation")).strip()[:1]
         opts = [_strip_letter(o) for o in r["options"]]
-        items.append(Item(str(r["question_id"]), root / "videomme" / "data" / f"{r['videoID']}.mp4", r["question"],
-                          opts, LETTERS.index(str(r["answer"]).strip()[0])))
+        if ans not in LETTERS[: len(opts)]:
+            raise ValueError(f"videomme: answer {ans!r} of question {r.get('question_id')} is not an option letter")
+        video = _first_existing(*(base / "data" / f"{vid}{ext}" for ext in (".mp4", ".MP4", ".mkv")))
+        items.append(Item(str(r["question_id"]), video, r["question"], opts, LETTERS.index(ans),
+                          duration=r.get("duration"), time=_qtime(r)))
     return items
 
 
-def _candidates(root: Path, sub: str, name: str) -> list[Item]:
-    base = root / sub
+# MVBench (huggingface.co/datasets/OpenGVLab/MVBench; the task table of Ask-Anything video_chat2/mvbench.ipynb,
+# reused by lmms-eval tasks/mvbench): json/<task>.json [{video, question, candidates, answer <text>, start?, end?}],
+# videos under video/<source folder>/ per task (zips in video/ unpacked in place). "bound" tasks carry start/end
+# (seconds); episodic_reasoning points at frame folders (tvqa/frames_fps3_hq), which this suite does not read.
+MVBENCH_TASKS = {  # task -> (folder under video/, has start/end)
+    "action_sequence": ("star/Charades_v1_480", True), "action_prediction": ("star/Charades_v1_480", True),
+    "action_antonym": ("ssv2_video", False), "fine_grained_action": ("Moments_in_Time_Raw/videos", False),
+    "unexpected_action": ("FunQA_test/test", False), "object_existence": ("clevrer/video_validation", False),
+    "object_interaction": ("star/Charades_v1_480", True), "object_shuffle": ("perception/videos", False),
+    "moving_direction": ("clevrer/video_validation", False), "action_localization": ("sta/sta_video", True),
+    "scene_transition": ("scene_qa/video", False), "action_count": ("perception/videos", False),
+    "moving_count": ("clevrer/video_validation", False), "moving_attribute": ("clevrer/video_validation", False),
+    "state_change": ("perception/videos", False), "fine_grained_pose": ("nturgbd", False),
+    "character_order": ("perception/videos", False), "egocentric_navigation": ("vlnqa", False),
+    "episodic_reasoning": ("tvqa/frames_fps3_hq", True), "counterfactual_inference": ("clevrer/video_validation", False),
+}
+FRAME_TASKS = {"episodic_reasoning"}
+
+
+def _answer_index(r: dict, name: str, where: str) -> tuple[list[str], int]:
+    opts = [str(c) for c in _field(r, "candidates", name, where)]
+    ans = str(_field(r, "answer", name, where))
+    if ans not in opts:
+        raise ValueError(f"{name}: answer {ans!r} not among the candidates in {where}")
+    return opts, opts.index(ans)
+
+
+def _mvbench(base: Path) -> list[Item]:
     files = sorted((base / "json").glob("*.json"))
     if not files:
-        raise ValueError(f"{name}: no {sub}/json/*.json under {root}")
+        raise ValueError(f"mvbench: no annotation files json/*.json under {base}")
     items = []
     for f in files:
         task = f.stem
+        if task in FRAME_TASKS:
+            log.warning("mvbench: skipping %s (its videos are frame folders)", task)
+            continue
+        folder, bound = MVBENCH_TASKS.get(task, (task, False))
         for i, r in enumerate(_load_json(f)):
-            opts = [str(c) for c in r["candidates"]]
-            ans = str(r["answer"])
-            if ans not in opts:
-                raise ValueError(f"{name}: answer {ans!r} not among candidates in {f.name} item {i}")
-            vid = base / "video" / task / r["video"]
-            if not vid.exists():
-                vid = base / "video" / r["video"]
-            items.append(Item(f"{task}/{i}", vid, r["question"], opts, opts.index(ans)))
+            opts, ans = _answer_index(r, "mvbench", f"{f.name} item {i}")
+            name = str(r["video"])
+            video = _first_existing(base / "video" / folder / name, base / "video" / task / name, base / "video" / name)
+            window = (float(r["start"]), float(r["end"])) if bound and "start" in r and "end" in r else None
+            t = _qtime(r)
+            items.append(Item(f"{task}/{i}", video, r["question"], opts, ans,
+                              time=t if t is not None else (window[1] if window else None), window=window))
     return items
 
 
-def _egoschema(root: Path) -> list[Item]:
-    base = root / "egoschema"
+def _mlvu(base: Path) -> list[Item]:
+    # MLVU dev set (huggingface.co/datasets/MLVU/MVLU, github.com/JUNJIE99/MLVU): MLVU/json/<n>_<task>.json
+    # [{video, duration (s), question, candidates, answer <text>, question_type}] and MLVU/video/<n>_<task>/<video>
+    # (task folders as in VideoMind videomind/dataset/sub_classes/mlvu.py). 8_sub_scene / 9_summary are open-ended
+    # (no candidates) and are skipped. DATA/mlvu/ may be the repo root (holding MLVU/) or MLVU/ itself.
+    root = base / "MLVU" if (base / "MLVU" / "json").is_dir() else base
+    files = sorted((root / "json").glob("*.json"))
+    if not files:
+        raise ValueError(f"mlvu: no annotation files MLVU/json/*.json under {base}")
+    items = []
+    for f in files:
+        for i, r in enumerate(_load_json(f)):
+            if "candidates" not in r:
+                continue  # open-ended task
+            opts, ans = _answer_index(r, "mlvu", f"{f.name} item {i}")
+            name = str(r["video"])
+            video = _first_existing(root / "video" / f.stem / name, root / "video" / name)
+            items.append(Item(f"{f.stem}/{i}", video, r["question"], opts, ans, time=_qtime(r)))
+    return items
+
+
+def _egoschema(base: Path) -> list[Item]:
+    # github.com/egoschema/EgoSchema: questions.json [{q_uid, google_drive_id, question, option 0 .. option 4}],
+    # subset_answers.json {q_uid: int} (answers of the public 500-question subset), videos/<q_uid>.mp4
+    # (the layout the LLaVA-style eval scripts point --video-folder / --gt-answers-file at).
     q, a = base / "questions.json", base / "subset_answers.json"
-    if not q.is_file() or not a.is_file():
-        raise ValueError(f"egoschema: need egoschema/questions.json and subset_answers.json under {root}")
+    for p in (q, a):
+        if not p.is_file():
+            raise ValueError(f"egoschema: annotation file {p} not found")
     answers = _load_json(a)
     items = []
     for r in _load_json(q):
-        if r["q_uid"] not in answers:
+        uid = str(_field(r, "q_uid", "egoschema", q.name))
+        if uid not in answers:
             continue  # only the public subset has answers
-        opts = [r[f"option {i}"] for i in range(5)]
-        items.append(Item(r["q_uid"], base / "videos" / f"{r['q_uid']}.mp4", r["question"], opts, int(answers[r["q_uid"]])))
+        opts = [str(r[f"option {i}"]) for i in range(5)]
+        items.append(Item(uid, base / "videos" / f"{uid}.mp4", r["question"], opts, int(answers[uid]), time=_qtime(r)))
     return items
 
 
-def _longvideobench(root: Path) -> list[Item]:
-    base = root / "longvideobench"
+def _longvideobench(base: Path) -> list[Item]:
+    # huggingface.co/datasets/longvideobench/LongVideoBench and github.com/longvideobench/LongVideoBench
+    # (longvideobench/longvideobench_dataset.py): lvb_val.json [{id, video_id, video_path, question, candidates,
+    # correct_choice <int>, duration, duration_group (15|60|600|3600), subtitle_path, ...}], videos/<video_path>
+    # from videos.tar. lvb_test_wo_gt.json has no answers and is not read.
     p = base / "lvb_val.json"
     if not p.is_file():
-        raise ValueError(f"longvideobench: no longvideobench/lvb_val.json under {root}")
-    return [Item(str(r.get("id", i)), base / "videos" / r["video_path"], r["question"], [str(c) for c in r["candidates"]],
-                 int(r["correct_choice"])) for i, r in enumerate(_load_json(p))]
+        raise ValueError(f"longvideobench: annotation file {p} not found")
+    items = []
+    for i, r in enumerate(_load_json(p)):
+        opts = [str(c) for c in _field(r, "candidates", "longvideobench", f"lvb_val.json item {i}")]
+        ans = int(_field(r, "correct_choice", "longvideobench", f"lvb_val.json item {i}"))
+        dg = r.get("duration_group")
+        items.append(Item(str(r.get("id", i)), base / "videos" / str(r["video_path"]), r["question"], opts, ans,
+                          duration=None if dg is None else str(dg), time=_qtime(r)))
+    return items
+
+
+_LOADERS = {"videomme": _videomme, "mvbench": _mvbench, "mlvu": _mlvu, "egoschema": _egoschema,
+            "longvideobench": _longvideobench}
 
 
 def load_dataset(name: str, root) -> list[Item]:
-    root = Path(root)
-    if not (root / name).is_dir():
-        raise ValueError(f"qa: dataset folder {root / name} not found")
-    if name == "videomme":
-        items = _videomme(root)
-    elif name == "mvbench":
-        items = _candidates(root, "mvbench", "mvbench")
-    elif name == "mlvu":
-        items = _candidates(root, "mlvu", "mlvu")
-    elif name == "egoschema":
-        items = _egoschema(root)
-    elif name == "longvideobench":
-        items = _longvideobench(root)
-    else:
+    if name not in _LOADERS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    base = Path(root) / name
+    if not base.is_dir():
+        raise ValueError(f"qa: dataset folder {base} not found")
+    items = _LOADERS[name](base)
     if not items:
-        raise ValueError(f"qa: {name} has no questions with answers")
+        raise ValueError(f"qa: {name} has no multiple-choice questions with answers")
+    for it in items:
+        if not 0 <= it.answer < len(it.options) or len(it.options) > len(LETTERS):
+            raise ValueError(f"qa: {name} question {it.qid}: answer {it.answer} outside its {len(it.options)} options")
     return items
 
 

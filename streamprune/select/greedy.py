@@ -160,9 +160,9 @@ def refine_swaps(X: Tensor, idx, *, weights: Tensor | None = None, f: float = 1.
 
     Each step scores every (kept i, candidate j) swap exactly from float64 rank-1 algebra on the d x d
     Gram K = A^T A (no projection is recomputed per trial) and takes the best. Candidates: the kept rows
-    plus the `candidates` (default max(k, 128)) unkept rows whose addition alone would lower E most; the
+    plus the `candidates` (default max(4k, 512)) unkept rows whose addition alone would lower E most; the
     pool is rebuilt when it has no improving swap left, at most `rounds` times. At most `max_swaps`
-    (default k) swaps. Returns a (k,) int64 tensor: idx with swapped entries replaced in place (unique,
+    (default 4k) swaps. Returns a (k,) int64 tensor: idx with swapped entries replaced in place (unique,
     same size). Kept rows that are linearly dependent are first replaced by greedy picks (when that lowers
     E). Float32 input math, float64 swap algebra; d' = min(n, d); work: O(n d'^2) for the Gram and per pool
     rebuild, O(m d' k + k^2 d' + d'^2) per swap. Raises ValueError on bad X / weights / idx (not 1-D, out
@@ -181,8 +181,8 @@ def refine_swaps(X: Tensor, idx, *, weights: Tensor | None = None, f: float = 1.
     if not (math.isfinite(f) and f >= 1.0):
         raise ValueError(f"f must be a finite number >= 1, got {f}")
     k = idx.numel()
-    max_swaps = k if max_swaps is None else int(max_swaps)
-    m = max(k, 128) if candidates is None else int(candidates)
+    max_swaps = 4 * k if max_swaps is None else int(max_swaps)
+    m = max(4 * k, 512) if candidates is None else int(candidates)
     if max_swaps < 0 or m < 0:
         raise ValueError("max_swaps and candidates must be >= 0")
     A = X if weights is None else X * check_weights(weights, n, X.device).sqrt()[:, None]  # (n, d)
