@@ -250,52 +250,72 @@ def parse_choice(text: str, n: int) -> int | None:
 
 # ------------------------------------------------------------------ write a tiny dataset (tests, smoke runs)
 def write_tiny_dataset(root, name: str, n_videos: int = 2, seconds: float = 2.0) -> Path:
-    """Generated clips + annotations in `name`'s published layout under root/name."""
+    """Generated clips + annotations in `name`'s published layout under root/name. The second question of each
+    video is timed at mid-clip (MVBench: its `end`; the others: `question_time`), the first at the end."""
     from .streams import synthesize_clip
 
-    root = Path(root)
-    base = root / name
-    qs = [("What colour is the moving square?", ["yellow", "red", "blue", "green"], 0),
-          ("What happens in the middle of the clip?", ["nothing", "a scene cut", "it ends", "a fade"], 1)]
-    vids = []
-    for v in range(n_videos):
-        vids.append(f"clip{v}.mp4")
-    if name == "videomme":
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    base = Path(root) / name
+    mid = round(seconds / 2, 3)
+    qs = [("What colour is the moving square?", ["yellow", "red", "blue", "green"], 0, None),
+          ("What happens in the middle of the clip?", ["nothing", "a scene cut", "it ends", "a fade"], 1, mid)]
+    clip = lambda path: synthesize_clip(path, seconds=seconds, fps=8, size=(112, 112))
+    timed = lambda t: {} if t is None else {TIME_KEY: t}
+    vids = [f"clip{v}" for v in range(n_videos)]
+    if name == "videomme":  # the parquet table exported as JSON (the loader reads either)
         recs = []
-        for v, fn in enumerate(vids):
-            synthesize_clip(base / "data" / fn, seconds=seconds, fps=8, size=(112, 112))
-            for j, (q, o, a) in enumerate(qs):
-                recs.append({"videoID": Path(fn).stem, "question_id": f"{v}-{j}", "duration": "short", "question": q,
-                             "options": [f"{LETTERS[i]}. {x}" for i, x in enumerate(o)], "answer": LETTERS[a]})
-        (base / "test.json").write_text(json.dumps(recs))
-    elif name in ("mvbench", "mlvu"):
-        task = "action_sequence" if name == "mvbench" else "1_plotQA"
+        for v, vid in enumerate(vids):
+            clip(base / "data" / f"{vid}.mp4")
+            recs += [{"video_id": f"{v:03d}", "duration": "short", "domain": "Life Record", "videoID": vid,
+                      "question_id": f"{v:03d}-{j + 1}", "task_type": "Action Recognition", "question": q,
+                      "options": [f"{LETTERS[i]}. {x}" for i, x in enumerate(o)], "answer": LETTERS[a], **timed(t)}
+                     for j, (q, o, a, t) in enumerate(qs)]
+        (base / "videomme").mkdir(parents=True, exist_ok=True)
+        (base / "videomme" / "test-00000-of-00001.json").write_text(json.dumps(recs))
+    elif name == "mvbench":
+        task, (folder, _) = "action_sequence", MVBENCH_TASKS["action_sequence"]
         recs = []
-        for fn in vids:
-            synthesize_clip(base / "video" / task / fn, seconds=seconds, fps=8, size=(112, 112))
-            recs += [{"video": fn, "question": q, "candidates": o, "answer": o[a]} for q, o, a in qs]
+        for vid in vids:
+            clip(base / "video" / folder / f"{vid}.mp4")
+            recs += [{"video": f"{vid}.mp4", "question": q, "candidates": o, "answer": o[a],
+                      "start": 0.0, "end": t if t is not None else seconds} for q, o, a, t in qs]
         (base / "json").mkdir(parents=True, exist_ok=True)
         (base / "json" / f"{task}.json").write_text(json.dumps(recs))
+    elif name == "mlvu":
+        m = base / "MLVU"
+        recs = []
+        for vid in vids:
+            clip(m / "video" / "1_plotQA" / f"{vid}.mp4")
+            recs += [{"video": f"{vid}.mp4", "duration": seconds, "question": q, "candidates": o, "answer": o[a],
+                      "question_type": "plotQA", **timed(t)} for q, o, a, t in qs]
+        (m / "json").mkdir(parents=True, exist_ok=True)
+        (m / "json" / "1_plotQA.json").write_text(json.dumps(recs))
+        (m / "json" / "9_summary.json").write_text(json.dumps(  # open-ended: must be skipped
+            [{"video": f"{vids[0]}.mp4", "duration": seconds, "question": "Summarise.", "answer": "a clip",
+              "question_type": "summary"}]))
     elif name == "egoschema":
         recs, ans = [], {}
-        for v, fn in enumerate(vids):
-            for j, (q, o, a) in enumerate(qs):
+        for v, _ in enumerate(vids):
+            for j, (q, o, a, t) in enumerate(qs):
                 uid = f"uid{v}{j}"
-                synthesize_clip(base / "videos" / f"{uid}.mp4", seconds=seconds, fps=8, size=(112, 112))
-                recs.append({"q_uid": uid, "question": q, **{f"option {i}": x for i, x in enumerate(o + ["other"])}})
+                clip(base / "videos" / f"{uid}.mp4")
+                recs.append({"q_uid": uid, "google_drive_id": "-", "question": q,
+                             **{f"option {i}": x for i, x in enumerate(o + ["other"])}, **timed(t)})
                 ans[uid] = a
+        recs.append({"q_uid": "no-answer", "question": "?", **{f"option {i}": "x" for i in range(5)}})
+        base.mkdir(parents=True, exist_ok=True)
         (base / "questions.json").write_text(json.dumps(recs))
         (base / "subset_answers.json").write_text(json.dumps(ans))
-    elif name == "longvideobench":
+    else:  # longvideobench
         recs = []
-        for v, fn in enumerate(vids):
-            synthesize_clip(base / "videos" / fn, seconds=seconds, fps=8, size=(112, 112))
-            recs += [{"id": f"{v}-{j}", "video_path": fn, "question": q, "candidates": o, "correct_choice": a}
-                     for j, (q, o, a) in enumerate(qs)]
+        for v, vid in enumerate(vids):
+            clip(base / "videos" / f"{vid}.mp4")
+            recs += [{"video_id": vid, "id": f"{vid}_{j}", "video_path": f"{vid}.mp4", "question": q, "candidates": o,
+                      "correct_choice": a, "duration": seconds, "duration_group": 15, "question_category": "S2E",
+                      "subtitle_path": f"{vid}_en.json", **timed(t)} for j, (q, o, a, t) in enumerate(qs)]
         base.mkdir(parents=True, exist_ok=True)
         (base / "lvb_val.json").write_text(json.dumps(recs))
-    else:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     return base
 
 
@@ -313,54 +333,154 @@ def _adapter(model: str, device, dtype, attn):
     return _ADAPTER[key]
 
 
+class DoesNotFit(ValueError):
+    """The full-token arm cannot run: the visual tokens would not fit the LLM (reason in the message)."""
+
+
+def context_limit(adapter) -> int | None:
+    """The LLM's context length in tokens (max_position_embeddings), None when unknown."""
+    cfg = getattr(getattr(adapter, "model", None), "config", None)
+    tc = getattr(cfg, "text_config", cfg)
+    n = getattr(tc, "max_position_embeddings", None)
+    return int(n) if n else None
+
+
+def _check_fits(pipe, adapter, text: str, limit: int | None, max_new: int) -> None:
+    if limit is None:
+        return
+    n_vis = len(pipe.selector.memory)
+    n_txt = len(adapter.tokenizer(text, add_special_tokens=False).input_ids) + 32  # + chat template
+    if n_vis + n_txt + max_new > limit:
+        raise DoesNotFit(f"{n_vis} visual + {n_txt} text + {max_new} new tokens exceed the LLM context of {limit}")
+
+
+def _frames(video: Path, fps: float, max_frames, window=None):
+    from ..readers import open_video
+
+    kw = {} if window is None else {"start": window[0], "end": window[1]}
+    return open_video(str(video), fps=fps, max_frames=max_frames, **kw)
+
+
+def stream_questions(pipe, frames, items: list[Item], ask) -> list[tuple[Item, object, float | None, float]]:
+    """Play `frames` through `pipe` once; ask each item when the stream passes its time (None: at the end).
+
+    ask(pipe, item, flush) -> Answer. Returns (item, answer, time asked, latest token time in the memory then)."""
+    order = sorted(range(len(items)), key=lambda i: (math.inf if items[i].time is None else items[i].time, i))
+    pending = [items[i] for i in order]
+    out = []
+
+    def ask_now(it, flush):
+        ans = ask(pipe, it, flush)
+        mem = pipe.selector.memory
+        latest = float(mem.times.max()) if len(mem) else math.nan
+        out.append((it, ans, it.time, latest))
+
+    for fr in frames:
+        while pending and pending[0].time is not None and fr.time > pending[0].time and pipe.blocks > 0:
+            ask_now(pending.pop(0), False)  # memory as it is now: full blocks only, all at or before the time
+        pipe.push_frames([fr])
+    for it in pending:
+        ask_now(it, True)
+    by_item = {id(r[0]): r for r in out}
+    return [by_item[id(it)] for it in items]
+
+
 def run_unit_params(p: dict) -> list[dict]:
     """One (dataset, method, budget, streaming) unit over the dataset's first `limit` questions."""
     from ..pipeline import AskConfig, Pipeline
-    from ..readers import open_video
 
     ad = _adapter(p["model"], p["device"], p["dtype"], p["attn"])
     items = load_dataset(p["dataset"], p["data"])[: p["limit"]]
     full = p["budget"] == "full"
     budget = FULL_BUDGET if full else int(p["budget"])
-    method = "uniform" if full else p["method"]
-    cfg = dict(budget=budget, memory=budget if full else None, method=method, fps=p["fps"],
-               max_frames=p["max_frames"], max_new_tokens=p["max_new_tokens"], seed=0)
-    correct, ttft, tps, peak, to_llm = 0, [], [], 0.0, []
+    cfg = AskConfig(budget=budget, memory=budget if full else None, method="uniform" if full else p["method"],
+                    fps=p["fps"], max_frames=p["max_frames"], max_new_tokens=p["max_new_tokens"], seed=0)
+    limit = p.get("full_max_tokens") or context_limit(ad)
+    row = {"dataset": p["dataset"], "method": "full" if full else p["method"], "budget": p["budget"],
+           "streaming": p["streaming"], "model": p["model"], "n": len(items)}
+    recs: list[dict] = []
+    peak = 0.0
+
+    def ask(pipe, it, flush):
+        text = prompt(it)
+        if full:
+            if flush:
+                pipe.flush()
+            _check_fits(pipe, ad, text, limit, cfg.max_new_tokens)
+        return pipe.ask(text, flush=flush)
+
     by_video: dict[Path, list[Item]] = {}
     for it in items:
         by_video.setdefault(it.video, []).append(it)
-    for video, its in by_video.items():
-        if not video.is_file():
-            raise ValueError(f"qa: video {video} not found")
-        pipe = None
-        for it in its:
-            if pipe is None or not p["streaming"]:
-                pipe = Pipeline(ad, AskConfig(**cfg))
-                with open_video(video, fps=p["fps"], max_frames=p["max_frames"]) as rd:
-                    pipe.push_frames(rd)
-            ans = pipe.ask(prompt(it))
-            choice = parse_choice(ans.text, len(it.options))
-            correct += int(choice == it.answer)
-            ttft.append(ans.timings.get("ttft", math.nan))
-            n_gen = len(ad.tokenizer(ans.text, add_special_tokens=False).input_ids) if ans.text else 0
-            gen_s = ans.timings.get("generate", 0.0)
-            tps.append(n_gen / gen_s if gen_s > 0 else math.nan)
-            peak = max(peak, ans.peak_memory_mb)
-            to_llm.append(ans.tokens_to_llm)
-    n = len(items)
-    mean = lambda xs: sum(xs) / len(xs) if xs else math.nan  # noqa: E731
-    return [{"dataset": p["dataset"], "method": "full" if full else p["method"], "budget": p["budget"],
-             "streaming": p["streaming"], "n": n, "correct": correct, "accuracy": correct / n,
-             "tokens_to_llm": mean(to_llm), "ttft_s": mean(ttft), "tokens_per_s": mean(tps), "peak_mb": peak,
-             "model": p["model"]}]
+    try:
+        for video, its in by_video.items():
+            if not video.is_file():
+                raise ValueError(f"qa: video {video} not found")
+            if p["streaming"]:
+                pipe = Pipeline(ad, cfg)
+                with _frames(video, cfg.fps, cfg.max_frames) as rd:
+                    got = stream_questions(pipe, rd, its, ask)
+            else:
+                got = []
+                for it in its:
+                    pipe = Pipeline(ad, cfg)
+                    with _frames(video, cfg.fps, cfg.max_frames, it.window) as rd:
+                        pipe.push_frames(rd)
+                    got.append((it, ask(pipe, it, True), None, math.nan))
+            for it, ans, asked_at, latest in got:
+                recs.append(_record(ad, it, ans, asked_at, latest))
+                peak = max(peak, ans.peak_memory_mb)
+    except DoesNotFit as e:
+        return [{**row, "accuracy": math.nan, "skipped": f"full-token arm does not fit: {e}"}]
+    except Exception as e:  # only a GPU out-of-memory is a recorded skip
+        if not full or "out of memory" not in str(e).lower():
+            raise
+        return [{**row, "accuracy": math.nan, "skipped": "full-token arm does not fit: out of GPU memory"}]
+    return [{**row, **_summary(recs), "peak_mb": peak, "questions": recs}]
+
+
+def _record(ad, it: Item, ans, asked_at, latest) -> dict:
+    choice = parse_choice(ans.text, len(it.options))
+    n_gen = len(ad.tokenizer(ans.text, add_special_tokens=False).input_ids) if ans.text else 0
+    gen_s = ans.timings.get("generate", 0.0)
+    return {"qid": it.qid, "duration": it.duration, "correct": int(choice == it.answer), "choice": choice,
+            "asked_at": asked_at, "span": list(ans.span), "kept_span": list(ans.kept_span),
+            "memory_latest": latest, "tokens_to_llm": ans.tokens_to_llm, "ttft_s": ans.timings.get("ttft", math.nan),
+            "tokens_per_s": n_gen / gen_s if gen_s > 0 else math.nan}
+
+
+def _summary(recs: list[dict]) -> dict:
+    mean = lambda k: sum(r[k] for r in recs) / len(recs) if recs else math.nan
+    by_dur: dict[str, list[int]] = {}
+    for r in recs:
+        if r["duration"] is not None:
+            c = by_dur.setdefault(str(r["duration"]), [0, 0])
+            c[0] += r["correct"]
+            c[1] += 1
+    out = {"correct": sum(r["correct"] for r in recs), "accuracy": mean("correct"),
+           "tokens_to_llm": mean("tokens_to_llm"), "ttft_s": mean("ttft_s"), "tokens_per_s": mean("tokens_per_s")}
+    if by_dur:
+        out["accuracy_by_duration"] = {k: c / n for k, (c, n) in sorted(by_dur.items())}
+    return out
 
 
 def add_relative(rows: list[dict]) -> list[dict]:
-    """relative = accuracy / accuracy of the full-token run (same dataset and streaming flag)."""
-    full = {(r["dataset"], r.get("streaming")): r["accuracy"] for r in rows if r.get("budget") == "full"}
+    """relative = accuracy / accuracy of the full-token run (same dataset, model and streaming flag); NaN, with
+    `relative_note` saying why, when that run is missing, skipped or scored 0."""
+    key = lambda r: (r.get("dataset"), r.get("model"), r.get("streaming"))
+    full = {key(r): r for r in rows if r.get("budget") == "full"}
     for r in rows:
-        f = full.get((r["dataset"], r.get("streaming")))
-        r["relative"] = (r["accuracy"] / f) if f else math.nan
+        f = full.get(key(r))
+        acc = f.get("accuracy") if f else None
+        if f is None:
+            r["relative"], r["relative_note"] = math.nan, "no full-token run"
+        elif f.get("skipped"):
+            r["relative"], r["relative_note"] = math.nan, f["skipped"]
+        elif not acc or not math.isfinite(acc):
+            r["relative"], r["relative_note"] = math.nan, "full-token accuracy is 0"
+        else:
+            r["relative"] = r["accuracy"] / acc
+            r.pop("relative_note", None)
     return rows
 
 

@@ -21,7 +21,8 @@ COLUMNS = {
                 ("prefill_s", "prefill s", ".3f"), ("select_s", "select s", ".3f"), ("peak_mb", "peak MB", ".1f")],
     "qa": [("dataset", "dataset", "s"), ("method", "method", "s"), ("budget", "K", "s"), ("streaming", "stream", "s"),
            ("n", "n", "d"), ("accuracy", "acc", ".3f"), ("relative", "rel. to full", ".3f"),
-           ("ttft_s", "TTFT s", ".3f"), ("tokens_per_s", "tok/s", ".1f"), ("peak_mb", "peak MB", ".1f")],
+           ("ttft_s", "TTFT s", ".3f"), ("tokens_per_s", "tok/s", ".1f"), ("peak_mb", "peak MB", ".1f"),
+           ("skipped", "skipped", "s"), ("relative_note", "note", "s")],
 }
 
 
