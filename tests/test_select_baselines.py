@@ -6,14 +6,6 @@ import torch
 from streamprune.select import METHODS, make_selector, select_subspace
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _blocks(n_blocks=30, n=12, d=16, seed=0):
     g = torch.Generator().manual_seed(seed)
     return [(0.5 * b, torch.randn(n, d, generator=g)) for b in range(n_blocks)]
@@ -118,3 +110,16 @@ def test_offline_equals_greedy_over_the_whole_video():
     for t, x in blocks:
         sel.push(x, t)
     assert sel.memory.ids.tolist() == sorted(select_subspace(X, 25).tolist())
+
+
+def test_window_keeps_everything_that_fits_then_the_most_recent():
+    sel = make_selector("window", 10)
+    for b in range(3):  # 9 tokens: all kept
+        sel.push(torch.randn(3, 8), float(b))
+    assert sel.memory.ids.tolist() == list(range(9))
+    sel.push(torch.randn(3, 8), 3.0)  # 12 tokens > 10: the oldest two go
+    assert sel.memory.ids.tolist() == list(range(2, 12))
+    assert sel.final(4).tolist() == [6, 7, 8, 9]  # the most recent 4, as indices into memory
+    assert sel.final(100).tolist() == list(range(10))
+    with pytest.raises(ValueError):
+        sel.final(-1)

@@ -8,14 +8,6 @@ import torch
 from streamprune.select import select_subspace
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _scipy_order(X, w=None):
     A = X.double().numpy().T
     if w is not None:

@@ -9,14 +9,6 @@ from streamprune.bench.metrics import local_reconstruction, needle_recall, recon
 from streamprune.bench.streams import pixel_patch_blocks, synthesize_clip, synthetic_stream
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_reconstruction_ratio_hits_the_svd_bound_on_orthogonal_rows():
     X = torch.diag(torch.tensor([5.0, 4.0, 3.0, 2.0]))
     assert reconstruction_ratio(X, [0, 1]) == pytest.approx(1.0)

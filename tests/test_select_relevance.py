@@ -6,14 +6,6 @@ import torch
 from streamprune.select import default_alpha, density_peak_merge, question_select, select_subspace, text_relevance
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_text_relevance_is_clipped_max_cosine():
     tok = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-1.0, 0.0]])
     txt = torch.tensor([[3.0, 0.0], [1.0, 1.0]])

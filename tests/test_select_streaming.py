@@ -10,14 +10,6 @@ from streamprune.bench.streams import synthetic_stream
 from streamprune.select import StreamingSelector, make_selector, select_subspace
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _run(sel, blocks, payload=False):
     for t, x in blocks:
         sel.push(x, t, payload=torch.arange(x.shape[0]) + sel.tokens_seen if payload else None)

@@ -12,14 +12,6 @@ from streamprune.select.greedy import refine_swaps
 from streamprune.select.streaming import Memory, final_select
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _err(X, idx, w=None):
     A = X.double() if w is None else X.double() * w.double().sqrt()[:, None]
     Q = torch.linalg.qr(A[torch.as_tensor(idx)].T).Q

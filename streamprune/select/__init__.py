@@ -11,16 +11,16 @@ from typing import Protocol
 from torch import Tensor
 
 from .baselines import (DedupSelector, DivPruneSelector, DPPSelector, L2Selector, OfflineSelector,
-                        RandomSelector, UniformSelector)
+                        RandomSelector, UniformSelector, WindowSelector)
 from .greedy import select_subspace
 from .recycle import density_peak_merge
 from .relevance import RESPRUNE_ALPHA, default_alpha, question_select, text_relevance
 from .streaming import Memory, StreamingSelector, final_select
 
-METHODS = ("ours", "uniform", "random", "l2", "divprune", "dpp", "dedup", "offline")
+METHODS = ("ours", "uniform", "random", "l2", "divprune", "dpp", "dedup", "offline", "window")
 _CLASSES = {"ours": StreamingSelector, "uniform": UniformSelector, "random": RandomSelector,
             "l2": L2Selector, "divprune": DivPruneSelector, "dpp": DPPSelector, "dedup": DedupSelector,
-            "offline": OfflineSelector}
+            "offline": OfflineSelector, "window": WindowSelector}
 
 
 class Selector(Protocol):
@@ -49,4 +49,4 @@ def make_selector(method: str, budget: int, **kw) -> Selector:
 __all__ = ["METHODS", "Memory", "Selector", "StreamingSelector", "make_selector", "select_subspace",
            "question_select", "text_relevance", "density_peak_merge", "final_select", "default_alpha",
            "RESPRUNE_ALPHA", "UniformSelector", "RandomSelector", "L2Selector", "DivPruneSelector",
-           "DPPSelector", "DedupSelector", "OfflineSelector"]
+           "DPPSelector", "DedupSelector", "OfflineSelector", "WindowSelector"]

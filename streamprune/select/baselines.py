@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .greedy import check_matrix, check_weights, refine_swaps, select_subspace
-from .streaming import Memory, check_times, final_select
+from .streaming import Memory, check_k, check_times, final_select
 
 
 class _Kept:
@@ -107,6 +107,23 @@ class _Reselect(_Kept):
 
     def _choose(self) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+class WindowSelector(_Kept):
+    """No selection: every token is kept while the memory has room, then the most recent `budget` tokens
+    (a sliding window). `final(k)` gives the most recent k. With a budget above the video's token count this
+    hands the LLM every token, e.g. to run the in-decoder stage alone."""
+
+    def _push(self, X, t, w, ids, payload):
+        self._append(X, t, w, ids, payload)
+        n = self._ids.numel()
+        if n > self.budget:
+            self._keep(torch.arange(n - self.budget, n, device=self._ids.device), sort=False)
+
+    def final(self, k: int, relevance=None) -> Tensor:
+        n = 0 if self._ids is None else int(self._ids.numel())
+        k = min(check_k(k), n)
+        return torch.arange(n - k, n, device=self.device)
 
 
 class UniformSelector(_Kept):

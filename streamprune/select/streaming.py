@@ -36,18 +36,55 @@ class Memory:
 
 
 class _Segment:
-    """Kept tokens of one temporal segment: member slots, orthonormal basis Q (d, r), G^-1 (r, r) float64."""
+    """Kept tokens of one temporal segment, in preallocated buffers of capacity `cap` (grown by doubling up
+    to the rank cap): member slots, weighted features S (r, d), orthonormal basis Q (d, r), G^-1 (r, r)
+    float64. Rows/columns stay in insertion order (deletion shifts the tail), so the arithmetic is the same
+    as with freshly concatenated tensors."""
 
-    def __init__(self, d: int, device):
+    def __init__(self, d: int, device, cap: int = 64):
         self.slots: list[int] = []
-        self.S = torch.zeros(0, d, device=device)  # (r, d) weighted selection features of the members
-        self.Q = torch.zeros(d, 0, device=device)  # (d, r)
-        self.Ginv = torch.zeros(0, 0, dtype=torch.float64, device=device)  # (r, r)
+        self.r = 0
+        self._S = torch.zeros(cap, d, device=device)  # (cap, d)
+        self._Q = torch.zeros(d, cap, device=device)  # (d, cap)
+        self._G = torch.zeros(cap, cap, dtype=torch.float64, device=device)  # (cap, cap)
+        self._idx = torch.zeros(cap, dtype=torch.long, device=device)  # (cap,) member slots
         self.updates = 0
 
     @property
     def rank(self) -> int:
-        return len(self.slots)
+        return self.r
+
+    @property
+    def S(self) -> Tensor:
+        return self._S[: self.r]  # (r, d)
+
+    @property
+    def Q(self) -> Tensor:
+        return self._Q[:, : self.r]  # (d, r)
+
+    @property
+    def Ginv(self) -> Tensor:
+        return self._G[: self.r, : self.r]  # (r, r)
+
+    @property
+    def idx(self) -> Tensor:
+        return self._idx[: self.r]  # (r,)
+
+    def reserve(self, need: int, limit: int):
+        cap = self._idx.numel()
+        if need <= cap:
+            return
+        new = max(need, min(2 * cap, max(limit, need)))
+        r = self.r
+        S = self._S.new_zeros(new, self._S.shape[1])
+        S[:r] = self._S[:r]
+        Q = self._Q.new_zeros(self._Q.shape[0], new)
+        Q[:, :r] = self._Q[:, :r]
+        G = self._G.new_zeros(new, new)
+        G[:r, :r] = self._G[:r, :r]
+        idx = self._idx.new_zeros(new)
+        idx[:r] = self._idx[:r]
+        self._S, self._Q, self._G, self._idx = S, Q, G, idx
 
 
 def check_times(time, n: int, device) -> Tensor:
@@ -172,13 +209,12 @@ class StreamingSelector:
         return free[:m]
 
     # ---- segment algebra -----------------------------------------------------------------------------
-    def _sel(self, slots) -> Tensor:
-        idx = torch.as_tensor(slots, dtype=torch.long, device=self.device)
-        return self._raw[idx] * self._sw[idx, None]  # (r, d) weighted selection features
+    def _new_segment(self) -> _Segment:
+        return _Segment(self.d, self.device, cap=min(self._rank_cap, 2 * self.budget, 64))
 
     def _set_scores(self, seg: _Segment):
         if seg.rank:
-            idx = torch.tensor(seg.slots, dtype=torch.long, device=self.device)
+            idx = seg.idx
             loss = 1.0 / torch.diagonal(seg.Ginv).clamp_min(1e-300)
             self._score[idx] = loss * self._use[idx] if self.eviction == "usage" else loss
 
@@ -186,51 +222,59 @@ class StreamingSelector:
         """Rebuild Q and G^-1 of a segment from its tokens (numerical hygiene)."""
         seg.updates = 0
         if not seg.rank:
-            seg.Q, seg.Ginv, seg.S = seg.Q[:, :0], seg.Ginv[:0, :0], seg.S[:0]
             return
-        S = seg.S = self._sel(seg.slots)  # (r, d)
-        seg.Q = torch.linalg.qr(S.T).Q  # (d, r)
+        S = seg.S  # (r, d)
+        seg.Q.copy_(torch.linalg.qr(S.T).Q)  # (d, r)
         G = S.double() @ S.double().T  # (r, r)
         L, info = torch.linalg.cholesky_ex(G)
-        seg.Ginv = torch.cholesky_inverse(L) if int(info) == 0 else torch.linalg.pinv(G, hermitian=True)
+        seg.Ginv.copy_(torch.cholesky_inverse(L) if int(info) == 0 else torch.linalg.pinv(G, hermitian=True))
         self._set_scores(seg)
 
     def _add(self, seg: _Segment, slot: int, a: Tensor, q: Tensor, s: float):
         """Append kept token (selection features a (d,), new direction q (d,), residual energy s)."""
-        if seg.rank:
+        r = seg.rank
+        seg.reserve(r + 1, self._rank_cap)
+        G = seg._G
+        if r:
             b = (seg.S @ a).double()  # (r,)
-            g = seg.Ginv @ b  # (r,)
-            top = seg.Ginv + torch.outer(g, g) / s
-            seg.Ginv = torch.cat([torch.cat([top, -g[:, None] / s], 1),
-                                  torch.cat([-g[None, :] / s, torch.full((1, 1), 1.0 / s, dtype=torch.float64,
-                                                                         device=self.device)], 1)])
-        else:
-            seg.Ginv = torch.full((1, 1), 1.0 / s, dtype=torch.float64, device=self.device)
-        seg.Q = torch.cat([seg.Q, q[:, None]], 1)
-        seg.S = torch.cat([seg.S, a[None]], 0)
+            g = G[:r, :r] @ b  # (r,)
+            G[:r, :r] += torch.outer(g, g) / s
+            col = -g / s
+            G[:r, r] = col
+            G[r, :r] = col
+        G[r, r] = 1.0 / s
+        seg._Q[:, r] = q
+        seg._S[r] = a
+        seg._idx[r] = slot
+        seg.r = r + 1
         seg.slots.append(slot)
         self._seg_of[slot] = seg
         seg.updates += 1
 
     def _remove(self, seg: _Segment, slot: int):
-        """Drop a kept token from its segment: Householder downdate of Q, block downdate of G^-1."""
+        """Drop a kept token from its segment: Householder downdate of Q, block downdate of G^-1 (in place)."""
         p = seg.slots.index(slot)
         r = seg.rank
         if r > 1:
-            v = seg.S.T @ seg.Ginv[:, p].float()  # (d,) direction only token p covers
-            c = seg.Q.T @ v  # (r,)
+            S, Q, G = seg.S, seg.Q, seg._G
+            v = S.T @ G[:r, p].float()  # (d,) direction only token p covers
+            c = Q.T @ v  # (r,)
             c = c / c.norm().clamp_min(1e-30)
             w = c.clone()
             sgn = 1.0 if float(c[-1]) >= 0 else -1.0
             w[-1] += sgn
-            seg.Q = (seg.Q - (2.0 / float(w @ w)) * torch.outer(seg.Q @ w, w))[:, :-1]
-            keep = [i for i in range(r) if i != p]
-            ki = torch.tensor(keep, device=self.device)
-            col = seg.Ginv[ki, p]
-            seg.Ginv = seg.Ginv[ki][:, ki] - torch.outer(col, col) / seg.Ginv[p, p]
-            seg.S = seg.S[ki]
-        else:
-            seg.Q, seg.Ginv, seg.S = seg.Q[:, :0], seg.Ginv[:0, :0], seg.S[:0]
+            h = torch.outer(Q @ w, w[:-1])  # (d, r - 1) Householder reflection, last column dropped
+            h *= 2.0 / float(w @ w)
+            seg._Q[:, : r - 1] -= h
+            col = torch.cat([G[:p, p], G[p + 1: r, p]])  # (r - 1,)
+            piv = G[p, p].clone()
+            if p < r - 1:
+                G[p: r - 1, :r] = G[p + 1: r, :r].clone()
+                G[: r - 1, p: r - 1] = G[: r - 1, p + 1: r].clone()
+                seg._S[p: r - 1] = seg._S[p + 1: r].clone()
+                seg._idx[p: r - 1] = seg._idx[p + 1: r].clone()
+            G[: r - 1, : r - 1] -= torch.outer(col, col) / piv
+        seg.r = r - 1
         seg.slots.pop(p)
         seg.updates += 1
         self._seg_of[slot] = None
@@ -295,8 +339,7 @@ class StreamingSelector:
             if seg is not None and first and self.eviction == "usage" and seg.rank:
                 # energy of this block each kept token carries: least-squares coefficients on S
                 coef = (Ac @ seg.S.T).double() @ seg.Ginv  # (m, r)
-                idx = torch.tensor(seg.slots, dtype=torch.long, device=self.device)
-                self._use[idx] += coef.pow(2).sum(dim=0)
+                self._use[seg.idx] += coef.pow(2).sum(dim=0)
                 self._set_scores(seg)
             if seg is not None:
                 R = Ac - (Ac @ seg.Q) @ seg.Q.T
@@ -305,7 +348,7 @@ class StreamingSelector:
                         float(R.pow(2).sum()) > self.segment_novelty * float(energy[cand].sum()):
                     seg = None
             if seg is None:
-                seg = _Segment(self.d, self.device)
+                seg = self._new_segment()
                 self._segments.append(seg)
                 self._current = seg
                 R = Ac.clone()
