@@ -35,3 +35,38 @@ def test_select_imports_nothing_but_torch_and_numpy():
                 assert top in allowed, f"{f.name} imports {n}"
                 if top == "streamprune":
                     assert n.startswith("streamprune.select"), f"{f.name} imports {n}"
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute module names a file imports (relative imports resolved against streamprune)."""
+    import ast
+
+    rel = path.relative_to(ROOT).with_suffix("").parts  # ('streamprune', 'models', 'base')
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(rel[: len(rel) - node.level])
+                out.add(".".join(base + ([node.module] if node.module else [])))
+            else:
+                out.add(node.module or "")
+    return out
+
+
+def test_dependency_direction():
+    """select <- models <- pipeline <- live <- cli; readers used by pipeline only; models print nothing."""
+    forbidden = {
+        "models": ("streamprune.cli", "streamprune.pipeline", "streamprune.live", "streamprune.readers",
+                   "streamprune.bench", "rich"),
+        "readers": ("streamprune.models", "streamprune.select", "streamprune.pipeline", "streamprune.cli",
+                    "streamprune.bench"),
+    }
+    for pkg, bad in forbidden.items():
+        for f in (ROOT / "streamprune" / pkg).rglob("*.py"):
+            for name in _imports(f):
+                assert not name.startswith(bad), f"{f.relative_to(ROOT)} imports {name}"
+    for f in ("pipeline.py", "live.py"):
+        for name in _imports(ROOT / "streamprune" / f):
+            assert not name.startswith(("streamprune.cli", "streamprune.bench")), f"{f} imports {name}"

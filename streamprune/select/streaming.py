@@ -177,6 +177,8 @@ class StreamingSelector:
         self._score = torch.zeros(0, dtype=torch.float64, device=self.device)  # loss if evicted; inf = free
         self._seg_of: list[_Segment | None] = []
         self._payload = None
+        self._wsf = torch.zeros(0, device=self.device)  # flat float32 scratch for in-place segment updates
+        self._wsd = torch.zeros(0, dtype=torch.float64, device=self.device)  # flat float64 scratch
         if payload is not None:
             self._payload_shape, self._payload_dtype = tuple(payload.shape[1:]), payload.dtype
             self._payload = torch.zeros(0, *self._payload_shape, dtype=payload.dtype, device=self.device)
@@ -209,6 +211,23 @@ class StreamingSelector:
         return free[:m]
 
     # ---- segment algebra -----------------------------------------------------------------------------
+    def _scratch(self, *shape: int, double: bool = False) -> Tensor:
+        """A contiguous (shape) view of a reused scratch buffer (no fresh allocation per update)."""
+        n = math.prod(shape)
+        buf = self._wsd if double else self._wsf
+        if buf.numel() < n:
+            buf = torch.empty(max(n, 2 * buf.numel()), dtype=buf.dtype, device=buf.device)
+            if double:
+                self._wsd = buf
+            else:
+                self._wsf = buf
+        return buf[:n].view(shape)
+
+    def _shift_up(self, dst: Tensor, src: Tensor, double: bool = False):
+        """dst.copy_(src) for overlapping views via scratch (torch refuses partially overlapping copies)."""
+        tmp = self._scratch(*src.shape, double=double)
+        dst.copy_(tmp.copy_(src))
+
     def _new_segment(self) -> _Segment:
         return _Segment(self.d, self.device, cap=min(self._rank_cap, 2 * self.budget, 64))
 
@@ -238,7 +257,7 @@ class StreamingSelector:
         if r:
             b = (seg.S @ a).double()  # (r,)
             g = G[:r, :r] @ b  # (r,)
-            G[:r, :r] += torch.outer(g, g) / s
+            G[:r, :r] += torch.outer(g, g, out=self._scratch(r, r, double=True)).div_(s)
             col = -g / s
             G[:r, r] = col
             G[r, :r] = col
@@ -263,17 +282,18 @@ class StreamingSelector:
             w = c.clone()
             sgn = 1.0 if float(c[-1]) >= 0 else -1.0
             w[-1] += sgn
-            h = torch.outer(Q @ w, w[:-1])  # (d, r - 1) Householder reflection, last column dropped
+            # (d, r - 1) Householder reflection, last column dropped
+            h = torch.outer(Q @ w, w[:-1], out=self._scratch(Q.shape[0], r - 1))
             h *= 2.0 / float(w @ w)
             seg._Q[:, : r - 1] -= h
             col = torch.cat([G[:p, p], G[p + 1: r, p]])  # (r - 1,)
             piv = G[p, p].clone()
-            if p < r - 1:
-                G[p: r - 1, :r] = G[p + 1: r, :r].clone()
-                G[: r - 1, p: r - 1] = G[: r - 1, p + 1: r].clone()
-                seg._S[p: r - 1] = seg._S[p + 1: r].clone()
+            if p < r - 1:  # delete row/column p, keeping the order of the others
+                self._shift_up(G[p: r - 1, :r], G[p + 1: r, :r], double=True)
+                self._shift_up(G[: r - 1, p: r - 1], G[: r - 1, p + 1: r], double=True)
+                self._shift_up(seg._S[p: r - 1], seg._S[p + 1: r])
                 seg._idx[p: r - 1] = seg._idx[p + 1: r].clone()
-            G[: r - 1, : r - 1] -= torch.outer(col, col) / piv
+            G[: r - 1, : r - 1] -= torch.outer(col, col, out=self._scratch(r - 1, r - 1, double=True)).div_(piv)
         seg.r = r - 1
         seg.slots.pop(p)
         seg.updates += 1
@@ -356,18 +376,20 @@ class StreamingSelector:
             room = min(self._rank_cap - seg.rank, left)
             picks, newQ, pe = greedy_residual(R, room, seg.Q, min_energy=thresh, zero_energy=zero)
             if picks.numel():
-                order = picks  # add in pick order (Schur complements are sequential)
-                slots = self._free_slots(order.numel())
-                for i in range(order.numel()):
-                    j, slot = int(cand[order[i]]), int(slots[i])
-                    self._raw[slot], self._sw[slot] = X[j], sw[j]
-                    self._times[slot], self._ids[slot], self._alive[slot] = t[j], ids[j], True
-                    self._mass[slot] = self._use[slot] = 1.0
-                    if self._out is not None:
-                        self._out[slot] = X[j]
-                    if self._payload is not None:
-                        self._payload[slot] = payload[j].to(self._payload.device, self._payload.dtype)
-                    self._add(seg, slot, A[j], newQ[:, i], float(pe[i]))
+                slots = self._free_slots(picks.numel())  # (p,)
+                js = cand[picks]  # (p,) block rows, in pick order
+                self._raw[slots], self._sw[slots] = X[js], sw[js]
+                self._times[slots], self._ids[slots], self._alive[slots] = t[js], ids[js], True
+                self._mass[slots] = 1.0
+                self._use[slots] = 1.0
+                if self._out is not None:
+                    self._out[slots] = X[js]
+                if self._payload is not None:
+                    self._payload[slots] = payload[js.to(payload.device)].to(self._payload.device,
+                                                                             self._payload.dtype)
+                # add in pick order (Schur complements are sequential)
+                for i, (j, slot, e) in enumerate(zip(js.tolist(), slots.tolist(), pe.tolist())):
+                    self._add(seg, slot, A[j], newQ[:, i], e)
                 if seg.updates >= self.refresh_every:
                     self._refresh(seg)
                 else:
