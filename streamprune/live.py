@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .pipeline import AskConfig, Pipeline, rss_mb
+from .pipeline import AskConfig, Pipeline, decode_size, rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class LiveSession:
     def _open(self):
         from .readers import is_live_source, open_source
 
-        kw = dict(fps=self.pipe.config.fps, realtime=self.realtime)
+        kw = dict(fps=self.pipe.config.fps, realtime=self.realtime, size=decode_size(self.pipe.adapter))
         if self.realtime or is_live_source(self.source):  # open_live's reconnect options
             kw.update(timeout=self.timeout, retry_for=self.retry_for)
         return open_source(self.source, **kw)

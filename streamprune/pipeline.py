@@ -423,13 +423,26 @@ def expected_frames(info, fps: float, max_frames: int | None) -> int | None:
     return est
 
 
+def decode_size(adapter, headroom: float = 2.0):
+    """Decode-time size cap for the readers, from the adapter's own resize policy: a frame more than
+    `headroom` x the model's input size on its larger relative side is shrunk by the decoder (cheap, and a
+    4K/8K frame never sits in memory at full size); the model's exact resize then runs on that."""
+
+    def size(h: int, w: int) -> tuple[int, int]:
+        th, tw = adapter.frame_size(h, w)
+        scale = headroom * max(th / h, tw / w)
+        return (h, w) if scale >= 1.0 else (max(2, round(h * scale)), max(2, round(w * scale)))
+
+    return size
+
+
 def run_video(pipe: Pipeline, video, *, progress: Progress | None = None) -> None:
     """Stream a video file through the pipeline (decode timed separately from encode + select)."""
     from .readers import open_video
 
     cfg = pipe.config
     progress = progress or pipe.progress
-    with open_video(str(video), fps=cfg.fps, max_frames=cfg.max_frames) as reader:
+    with open_video(str(video), fps=cfg.fps, max_frames=cfg.max_frames, size=decode_size(pipe.adapter)) as reader:
         total = expected_frames(getattr(reader, "info", None), cfg.fps, cfg.max_frames)
         it = iter(reader)
         done = 0

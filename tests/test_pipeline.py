@@ -207,3 +207,15 @@ def test_question_relevance_changes_the_selection(tiny, video):
     assert n1 == ["dog"] and n2 == ["car"]
     assert r1.shape == (len(mem),) and not torch.allclose(r1, r2)
     assert pipe.relevance("What happens?", mem) == ([], None)
+
+
+def test_decode_size_caps_big_frames_at_twice_the_model_input():
+    from streamprune.pipeline import decode_size
+
+    class Fixed:  # an adapter whose model input is 224 x 448 whatever the frame
+        def frame_size(self, h, w):
+            return 224, 448
+
+    size = decode_size(Fixed())
+    assert size(4320, 7680) == (round(4320 * 896 / 7680), 896)  # 8K: the larger relative side -> 2 x 448
+    assert size(300, 500) == (300, 500)  # within 2x: untouched (the model's own resize does it all)
