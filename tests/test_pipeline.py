@@ -219,3 +219,23 @@ def test_decode_size_caps_big_frames_at_twice_the_model_input():
     size = decode_size(Fixed())
     assert size(4320, 7680) == (round(4320 * 896 / 7680), 896)  # 8K: the larger relative side -> 2 x 448
     assert size(300, 500) == (300, 500)  # within 2x: untouched (the model's own resize does it all)
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "video_llava", "llava_onevision",
+                                    "llava_next_video"])
+def test_ask_end_to_end_every_family(tmp_path, family):
+    """The main job on each family's tiny model: budget respected on both stages, a contact sheet drawn."""
+    from streamprune.models import load_model, write_tiny_model
+    from streamprune.pipeline import ask
+
+    video = make_video(tmp_path / "v.mp4", n_frames=8, rate=2, cut_at=4)
+    adapter = load_model(write_tiny_model(family, tmp_path / family), device="cpu")
+    png = tmp_path / "kept.png"
+    a = ask(video, "Where is the red box?", model=adapter, budget=6, memory=12, max_new_tokens=2,
+            decoder_prune=True, save_kept=png)
+    assert a.frames == 4 and a.tokens_seen > a.tokens_kept > 0
+    assert a.tokens_kept <= 12 and 0 < a.tokens_to_llm <= 6
+    (layer, kept), = a.decoder_kept.items()
+    assert kept in (a.tokens_to_llm // 2, (a.tokens_to_llm + 1) // 2)  # default: half of the visual tokens
+    assert a.span == (0.0, 3.0) and isinstance(a.text, str)
+    assert png.stat().st_size > 0

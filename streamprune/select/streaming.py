@@ -280,11 +280,10 @@ class StreamingSelector:
             c = Q.T @ v  # (r,)
             c = c / c.norm().clamp_min(1e-30)
             w = c.clone()
-            sgn = 1.0 if float(c[-1]) >= 0 else -1.0
-            w[-1] += sgn
+            w[-1] += torch.where(c[-1] >= 0, 1.0, -1.0)  # no host sync (GPU)
             # (d, r - 1) Householder reflection, last column dropped
             h = torch.outer(Q @ w, w[:-1], out=self._scratch(Q.shape[0], r - 1))
-            h *= 2.0 / float(w @ w)
+            h *= 2.0 / (w @ w)  # float32 division: same bits as the float64 one rounded to float32
             seg._Q[:, : r - 1] -= h
             col = torch.cat([G[:p, p], G[p + 1: r, p]])  # (r - 1,)
             piv = G[p, p].clone()
