@@ -21,6 +21,23 @@ FROZEN_HASH = {"segnov": "79b37b069ac5", "refresh7": "13215c9a75cf", "cluster": 
                "rank10_weighted": "170d8a059093", "k256d256": "e789a3d1ed2f"}
 
 
+# The frozen selections are exact float32 results of this torch build's CPU kernels; another build or
+# instruction set may legitimately break a near-tie differently. There the ids must still overlap the
+# frozen ones almost entirely (hash-only cases are then covered by check_state alone).
+RECORDED_ON = ("2.13.0+cpu", "AVX2")
+
+
+def same_platform() -> bool:
+    return (torch.__version__, torch.backends.cpu.get_cpu_capability()) == RECORDED_ON
+
+
+def assert_matches_frozen(ids: list[int], frozen: list[int]) -> None:
+    if same_platform():
+        assert ids == frozen
+    else:
+        assert len(ids) == len(frozen) and len(set(ids) & set(frozen)) >= 0.9 * len(frozen)
+
+
 def run_stream(K, d, blocks, weights=False, **opts):
     """Every third block random, the others near a rank-24 subspace (49 tokens per block, seed 0)."""
     g = torch.Generator().manual_seed(0)
@@ -70,13 +87,13 @@ def check_state(sel):
 
 def test_frozen_ids_leverage():
     sel = run_stream(64, 48, 100)
-    assert sel.memory.ids.tolist() == FROZEN_LEVERAGE
+    assert_matches_frozen(sel.memory.ids.tolist(), FROZEN_LEVERAGE)
     check_state(sel)
 
 
 def test_frozen_ids_usage():
     sel = run_stream(64, 48, 100, eviction="usage")
-    assert sel.memory.ids.tolist() == FROZEN_USAGE
+    assert_matches_frozen(sel.memory.ids.tolist(), FROZEN_USAGE)
     check_state(sel)
 
 
@@ -85,13 +102,12 @@ def test_frozen_ids_usage():
     ("refresh7", 64, 48, 100, False, dict(refresh_every=7)),
     ("cluster", 64, 48, 60, False, dict(recycle="cluster")),
     ("rank10_weighted", 40, 32, 80, True, dict(segment_rank=10)),
-    ("k256d256", 256, 256, 120, False, {}),
+    ("k256d256", 256, 256, 300, False, {}),  # segments grow past the initial capacity 64 to the cap 128
 ])
 def test_frozen_hashes(name, K, d, blocks, weights, opts):
-    if name == "k256d256":
-        blocks = 300  # segments grow past the initial buffer capacity (64) up to the rank cap 128
     sel = run_stream(K, d, blocks, weights=weights, **opts)
-    assert digest(sel) == FROZEN_HASH[name]
+    if same_platform():
+        assert digest(sel) == FROZEN_HASH[name]
     check_state(sel)
 
 
