@@ -13,8 +13,8 @@ import math
 import torch
 from torch import Tensor
 
-from .greedy import check_matrix, check_weights, refine_swaps, select_subspace
-from .streaming import Memory, check_k, check_times, final_select
+from .greedy import refine_swaps, select_subspace
+from .streaming import Memory, check_block, check_k, final_select
 
 
 class _Kept:
@@ -32,25 +32,10 @@ class _Kept:
         self._has_payload: bool | None = None
 
     def _validate(self, tokens, time, weights, payload):
-        X = check_matrix(tokens, "tokens")
-        n, d = X.shape
-        if d == 0:
-            raise ValueError("tokens have zero feature dimension")
-        if self.d is not None and d != self.d:
-            raise ValueError(f"token dimension changed from {self.d} to {d}")
-        dev = self.device or X.device
-        X = X.to(dev)
-        t = check_times(time, n, dev)
-        w = check_weights(weights, n, dev) if weights is not None else torch.ones(n, device=dev)
-        if payload is not None:
-            payload = torch.as_tensor(payload).to(dev)
-            if payload.ndim == 0 or payload.shape[0] != n:
-                raise ValueError(f"payload must have {n} rows, got shape {tuple(payload.shape)}")
-            if self._pay is not None and payload.shape[1:] != self._pay.shape[1:]:
-                raise ValueError(f"payload row shape {tuple(payload.shape[1:])} != {tuple(self._pay.shape[1:])}")
-        if self._has_payload is not None and self._has_payload != (payload is not None) and n:
-            raise ValueError("payload must be given on every push or on none")
-        return X, t, w, payload
+        X, t, w, payload = check_block(tokens, time, weights, payload, d=self.d, device=self.device,
+                                       payload_shape=None if self._pay is None else self._pay.shape[1:],
+                                       has_payload=self._has_payload)
+        return X, t, (w if w is not None else torch.ones(X.shape[0], device=X.device)), payload
 
     def push(self, tokens, time, *, weights=None, payload=None) -> None:
         X, t, w, payload = self._validate(tokens, time, weights, payload)

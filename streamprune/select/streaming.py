@@ -100,6 +100,31 @@ def check_times(time, n: int, device) -> Tensor:
     return t.clone()
 
 
+def check_block(tokens, time, weights, payload, *, d=None, device=None, payload_shape=None, has_payload=None):
+    """Validate one pushed block against what earlier pushes fixed (d, payload row shape, whether payloads
+    come at all; None before the first). Returns (X (n, d) float32, t (n,) float64, w (n,) or None, payload)
+    on `device` (default: the tokens' device). Raises ValueError with the reason; changes nothing."""
+    X = check_matrix(tokens, "tokens")
+    n, dim = X.shape
+    if dim == 0:
+        raise ValueError("tokens have zero feature dimension")
+    if d is not None and dim != d:
+        raise ValueError(f"token dimension changed from {d} to {dim}")
+    device = device or X.device
+    X = X.to(device)
+    t = check_times(time, n, device)
+    w = check_weights(weights, n, device) if weights is not None else None
+    if payload is not None:
+        payload = torch.as_tensor(payload).to(device)
+        if payload.ndim == 0 or payload.shape[0] != n:
+            raise ValueError(f"payload must have {n} rows, got shape {tuple(payload.shape)}")
+        if payload_shape is not None and tuple(payload.shape[1:]) != tuple(payload_shape):
+            raise ValueError(f"payload row shape {tuple(payload.shape[1:])} != {tuple(payload_shape)}")
+    if has_payload is not None and n and has_payload != (payload is not None):
+        raise ValueError("payload must be given on every push or on none")
+    return X, t, w, payload
+
+
 class StreamingSelector:
     """Keeps at most `budget` tokens of a stream of blocks (the Selector protocol; see ARCHITECTURE.md).
 
@@ -309,24 +334,10 @@ class StreamingSelector:
     # ---- protocol ------------------------------------------------------------------------------------
     def push(self, tokens, time, *, weights=None, payload=None) -> None:
         """Add one block: tokens (n, d), time float or (n,), weights (n,) >= 0, payload (n, ...)."""
-        X = check_matrix(tokens, "tokens")
-        n, d = X.shape
-        if d == 0:
-            raise ValueError("tokens have zero feature dimension")
-        if self.d is not None and d != self.d:
-            raise ValueError(f"token dimension changed from {self.d} to {d}")
-        device = self.device or X.device
-        X = X.to(device)
-        t = check_times(time, n, device)
-        w = check_weights(weights, n, device) if weights is not None else None
-        if payload is not None:
-            payload = torch.as_tensor(payload)
-            if payload.ndim == 0 or payload.shape[0] != n:
-                raise ValueError(f"payload must have {n} rows, got shape {tuple(payload.shape)}")
-            if self._payload_shape is not None and (tuple(payload.shape[1:]) != self._payload_shape):
-                raise ValueError(f"payload row shape {tuple(payload.shape[1:])} != {self._payload_shape}")
-        if self.d is not None and n and (payload is None) != (self._payload is None):
-            raise ValueError("payload must be given on every push or on none")
+        has_payload = None if self.d is None else self._payload is not None
+        X, t, w, payload = check_block(tokens, time, weights, payload, d=self.d, device=self.device,
+                                       payload_shape=self._payload_shape, has_payload=has_payload)
+        (n, d), device = X.shape, X.device
         if n == 0:
             return
         if self.d is None:
