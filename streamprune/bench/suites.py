@@ -1,6 +1,6 @@
 """`streamprune bench`: suite registry, the resumable/sharded run loop, merge, tables and plots.
 
-Own suites (features, scaling, qa) are planned as units and run through `runner`; the other helpers'
+Own suites (features, scaling, qa) are planned as units and run through `runner`; the other modules'
 suites (select, readers, decoder, ask, live-soak) are called as `module.run(args)`.
 """
 
@@ -38,7 +38,7 @@ def _csv(s, cast=str):
 
 
 def external_argv(mod, args) -> list[str]:
-    """argv for another helper's suite `main`: our options it also declares, then --suite-args verbatim."""
+    """argv for another module's suite `main`: our options it also declares, then --suite-args verbatim."""
     import inspect
     import shlex
 
@@ -54,7 +54,7 @@ def external_argv(mod, args) -> list[str]:
 
 
 def run_external(suite: str, args) -> int:
-    """Run another helper's suite through its own `main(argv)` (its own table and options)."""
+    """Run another module's suite through its own `main(argv)` (its own table and options)."""
     try:
         mod = importlib.import_module(f"streamprune.bench.{EXTERNAL[suite]}")
     except ImportError as e:

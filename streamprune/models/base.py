@@ -354,7 +354,7 @@ class Adapter:
         None/False for none. Stats of the last use land in `self.last_prune_stats`."""
         if config is None or config is False:
             return contextlib.nullcontext()
-        from . import decoder_prune as dp  # helper module of the decoder stage; imported only when asked for
+        from . import decoder_prune as dp  # imported only when asked for
 
         if config is True:
             config = dp.DecoderPruneConfig()
