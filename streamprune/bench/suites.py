@@ -1,7 +1,7 @@
 """`streamprune bench`: suite registry, the resumable/sharded run loop, merge, tables and plots.
 
 Own suites (features, scaling, qa) are planned as units and run through `runner`; the other modules'
-suites (select, readers, decoder, ask, live-soak) are called as `module.run(args)`.
+suites (select, readers, decoder, ask, live-soak) are called through their own `main(argv)` (their own options and table).
 """
 
 from __future__ import annotations
