@@ -149,9 +149,9 @@ def add_live(sub) -> None:
 
 def _status_text(s) -> str:
     lat = "-" if s.last_latency is None else f"{s.last_latency:.2f}s"
-    return (f"t={s.stream_time:7.1f}s  source {s.source_fps:4.1f} fps  processed {s.processed_fps:5.1f} fps  "
-            f"dropped {s.dropped}  seen {s.tokens_seen}  kept {s.tokens_kept}  mem {s.memory_mb:.0f} MB  "
-            f"last answer {lat}")
+    # fits 80 columns: stream time, source / processed fps, drops, tokens seen -> kept, RSS, last answer latency
+    return (f"t={s.stream_time:.1f}s src {s.source_fps:.1f}fps proc {s.processed_fps:.1f}fps drop {s.dropped} "
+            f"tok {s.tokens_seen}->{s.tokens_kept} {s.memory_mb:.0f}MB ans {lat}")
 
 
 def cmd_live(args) -> int:
