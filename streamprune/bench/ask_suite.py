@@ -204,19 +204,18 @@ def run(args) -> dict:
                 n_full = int(math.ceil(seconds * args.fps / 2)) * gh * gw
                 if last_full is None:  # calibrate on the pruned prefill (prompt text included)
                     last_full = (r["tokens_to_llm"] + 30, r["prefill_s"])
-                if last_full is not None:
-                    predicted = last_full[1] * (n_full / last_full[0]) ** 1.2
-                    if predicted > args.full_limit:
-                        notes.append(f"{name}: no-pruning arm stopped at {minutes} min ({n_full} visual tokens): "
-                                     f"predicted prefill {predicted:.0f}s > limit {args.full_limit:.0f}s")
-                        rows.append(dict(arm="full", model=name, minutes=minutes, tokens_to_llm=n_full,
-                                         skipped=f"predicted prefill {predicted:.0f}s > {args.full_limit:.0f}s"))
-                        continue
-                if n_full > args.full_max_tokens:
-                    notes.append(f"{name}: no-pruning arm skipped at {minutes} min: {n_full} visual tokens > "
-                                 f"--full-max-tokens {args.full_max_tokens}")
-                    rows.append(dict(arm="full", model=name, minutes=minutes, tokens_to_llm=n_full,
-                                     skipped=f"{n_full} tokens > {args.full_max_tokens}"))
+                predicted = last_full[1] * (n_full / last_full[0]) ** 1.2
+                skip = None
+                if predicted > args.full_limit:
+                    skip = (f"stopped at {minutes} min ({n_full} visual tokens): predicted prefill "
+                            f"{predicted:.0f}s > limit {args.full_limit:.0f}s",
+                            f"predicted prefill {predicted:.0f}s > {args.full_limit:.0f}s")
+                elif n_full > args.full_max_tokens:
+                    skip = (f"skipped at {minutes} min: {n_full} visual tokens > --full-max-tokens "
+                            f"{args.full_max_tokens}", f"{n_full} tokens > {args.full_max_tokens}")
+                if skip is not None:
+                    notes.append(f"{name}: no-pruning arm {skip[0]}")
+                    rows.append(dict(arm="full", model=name, minutes=minutes, tokens_to_llm=n_full, skipped=skip[1]))
                     continue
                 f = full_arm(adapter, name, seconds, size=size, fps=args.fps, real_frames=real_frames)
                 f.update(model=name, minutes=minutes, encode_s_per_block=enc_s)
