@@ -19,6 +19,14 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#17becf", "#000000", "#aec7e8", "#98df8a", "#ff9896"]
 
 
+def _save(fig, out_dir, name: str) -> Path:
+    """Write the figure as a PNG under out_dir and free it."""
+    p = Path(out_dir) / name
+    fig.savefig(p, dpi=90)
+    _plt().close(fig)
+    return p
+
+
 def _style(method: str, i: int) -> dict:
     ours = method.startswith("ours")
     return {"linestyle": "-" if ours else "--", "linewidth": 2.4 if ours else 1.4, "marker": "o" if ours else ".",
@@ -63,9 +71,7 @@ def plot_features_quality(rows: list[dict], out_dir: Path, prefix: str = "featur
         handles, labels = axes.flat[1].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=9)
         fig.tight_layout(rect=(0, 0.07, 1, 0.96))
-        p = Path(out_dir) / f"{prefix}-quality-{stream}.png"
-        fig.savefig(p, dpi=90)
-        plt.close(fig)
+        p = _save(fig, out_dir, f"{prefix}-quality-{stream}.png")
         out.append(p)
     return out
 
@@ -101,10 +107,7 @@ def plot_features_cost(rows: list[dict], out_dir: Path, prefix: str = "features"
     handles, labels = a2.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=9)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
-    p = Path(out_dir) / f"{prefix}-cost.png"
-    fig.savefig(p, dpi=90)
-    plt.close(fig)
-    return p
+    return _save(fig, out_dir, f"{prefix}-cost.png")
 
 
 def plot_scaling(rows: list[dict], out_dir: Path, prefix: str = "scaling") -> Path | None:
@@ -138,10 +141,7 @@ def plot_scaling(rows: list[dict], out_dir: Path, prefix: str = "scaling") -> Pa
         a.grid(True, alpha=0.3)
     a1.legend(fontsize=8)
     fig.tight_layout()
-    p = Path(out_dir) / f"{prefix}-cost.png"
-    fig.savefig(p, dpi=90)
-    plt.close(fig)
-    return p
+    return _save(fig, out_dir, f"{prefix}-cost.png")
 
 
 def plot_qa(rows: list[dict], out_dir: Path, prefix: str = "qa") -> Path | None:
@@ -162,7 +162,4 @@ def plot_qa(rows: list[dict], out_dir: Path, prefix: str = "qa") -> Path | None:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    p = Path(out_dir) / f"{prefix}-accuracy.png"
-    fig.savefig(p, dpi=90)
-    plt.close(fig)
-    return p
+    return _save(fig, out_dir, f"{prefix}-accuracy.png")
