@@ -188,8 +188,7 @@ class LiveSession:
             if status:
                 status(self._refresh())
         if not self.stop_event.is_set():  # end of stream: remaining questions see the final memory
-            if pipe.blocks == 0:
-                pipe.flush()
+            pipe.flush()  # an odd tail frame (2-frame blocks) enters memory too
             for t, q in self.scripted:
                 self._emit(q, t, at_end=True)
             self.scripted = []

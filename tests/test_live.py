@@ -123,3 +123,17 @@ def test_live_bad_inputs_exit_2(tmp_path, tiny_qwen, capsys):
         code = main(["live", *argv, "--model", str(tiny_qwen)])
         out, err = capsys.readouterr()
         assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_live_end_of_stream_includes_an_odd_tail_frame(tmp_path, tiny_qwen):
+    """11 sampled frames with 2-frame blocks: the last one still enters memory before the final answers."""
+    from streamprune.models import load_model
+
+    video = make_video(tmp_path / "v.mp4", n_frames=22, rate=4)  # 5.5 s; at 2 fps frames at 0, 0.5, .., 5.0
+    got = []
+    session = LiveSession(load_model(str(tiny_qwen)), AskConfig(budget=6, memory=20, fps=2, max_new_tokens=2),
+                          str(video), questions=[(99.0, "What happened?")], on_answer=got.append)
+    stats = session.run()
+    assert stats.processed == 11
+    (late,) = got
+    assert late["at_end"] and late["span"][1] == pytest.approx(5.0)

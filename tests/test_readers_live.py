@@ -117,6 +117,8 @@ def test_bad_live_arguments(tmp_path):
         open_live(tmp_path / "nope.mp4", realtime=True)
     with pytest.raises(ReaderError, match="fps"):
         open_live(tmp_path, fps=0)
+    with pytest.raises(ReaderError, match="fps"):
+        open_live(tmp_path, fps=float("inf"))
 
 
 @pytest.fixture(scope="module")

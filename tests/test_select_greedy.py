@@ -80,3 +80,8 @@ def test_edge_sizes():
 def test_bad_input_raises_value_error(bad):
     with pytest.raises(ValueError):
         bad()
+
+
+def test_k_must_be_an_integer_not_a_bool():
+    with pytest.raises(ValueError):
+        select_subspace(torch.randn(5, 3), True)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .base import Frame, ReaderError, StreamSampler, log, one_line, quarter_turns, size_callback, to_rgb, tune_malloc
+from .base import Frame, ReaderError, StreamSampler, check_sampling, log, one_line, quarter_turns, size_callback, to_rgb, tune_malloc
 
 _RETRY_FIRST, _RETRY_MAX = 0.25, 4.0  # reconnect backoff (seconds)
 
@@ -97,8 +97,7 @@ class LiveReader:
 
     def __init__(self, source, *, fps=1.0, realtime=False, timeout=10.0, retry_for=30.0, max_side=None, size=None,
                  options=None):
-        if fps is not None and not (isinstance(fps, (int, float)) and fps > 0):
-            raise ReaderError(f"fps must be a positive number or None, got {fps!r}")
+        check_sampling(fps, None, None, None)
         if not timeout or timeout <= 0:
             raise ReaderError(f"timeout must be positive, got {timeout!r}")
         if retry_for is None or retry_for < 0:

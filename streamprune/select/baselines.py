@@ -13,8 +13,8 @@ import math
 import torch
 from torch import Tensor
 
-from .greedy import refine_swaps, select_subspace
-from .streaming import Memory, check_block, check_k, final_select
+from .greedy import check_k, refine_swaps, select_subspace
+from .streaming import Memory, check_block, final_select
 
 
 class _Kept:

@@ -24,6 +24,13 @@ def check_matrix(X: Tensor, name: str = "X") -> Tensor:
     return X
 
 
+def check_k(k) -> int:
+    """A selection size: a non-negative integer (bools rejected)."""
+    if isinstance(k, bool) or int(k) != k or k < 0:
+        raise ValueError(f"k must be a non-negative integer, got {k}")
+    return int(k)
+
+
 def check_weights(weights, n: int, device) -> Tensor:
     """Validate (n,) finite non-negative weights; float32 on device."""
     w = torch.as_tensor(weights).to(device=device, dtype=torch.float32).reshape(-1)
@@ -87,9 +94,7 @@ def select_subspace(X: Tensor, k: int, weights: Tensor | None = None) -> Tensor:
     """
     X = check_matrix(X)
     n = X.shape[0]
-    if int(k) != k or k < 0:
-        raise ValueError(f"k must be a non-negative integer, got {k}")
-    k = min(int(k), n)
+    k = min(check_k(k), n)
     A = X if weights is None else X * check_weights(weights, n, X.device).sqrt()[:, None]  # (n, d)
     norms = A.pow(2).sum(dim=1)  # (n,)
     top = float(norms.max()) if n else 0.0

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from .greedy import ZERO_TOL, check_matrix, check_weights, greedy_residual, select_subspace
+from .greedy import ZERO_TOL, check_k, check_matrix, check_weights, greedy_residual, select_subspace
 
 RESPRUNE_ALPHA = {"qwen": 0.3, "llava": 0.75}  # published g(r) = r^alpha exponents per model family
 MODES = ("resprune", "spare", "relevance", "none")
@@ -54,13 +54,11 @@ def question_select(tokens: Tensor, k: int, relevance: Tensor | None = None, *, 
     """
     X = check_matrix(tokens, "tokens")
     n = X.shape[0]
-    if isinstance(k, bool) or int(k) != k or k < 0:
-        raise ValueError(f"k must be a non-negative integer, got {k}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if not (math.isfinite(alpha) and alpha >= 0 and math.isfinite(beta) and beta >= 0 and 0 <= spare_frac <= 1):
         raise ValueError("need alpha >= 0, beta >= 0 and 0 <= spare_frac <= 1")
-    k = min(int(k), n)
+    k = min(check_k(k), n)
     if relevance is None or mode == "none":
         return select_subspace(X, k)
     r = _check_relevance(relevance, n, X.device)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .greedy import ZERO_TOL, check_matrix, check_weights, greedy_residual, refine_swaps, select_subspace
+from .greedy import ZERO_TOL, check_k, check_matrix, check_weights, greedy_residual, refine_swaps, select_subspace
 from .recycle import density_peak_merge
 
 
@@ -478,12 +478,6 @@ class StreamingSelector:
     @property
     def n_segments(self) -> int:
         return len(self._segments)
-
-
-def check_k(k) -> int:
-    if isinstance(k, bool) or int(k) != k or k < 0:
-        raise ValueError(f"k must be a non-negative integer, got {k}")
-    return int(k)
 
 
 def final_select(memory: Memory, k, relevance=None, *, mode: str = "resprune", alpha: float = 0.3,
