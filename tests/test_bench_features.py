@@ -19,10 +19,10 @@ def test_vector_metrics_match_index_metrics():
     idx = torch.tensor([0, 7, 13, 22, 31, 40, 55])
     s2 = F.squared_singular_values(X)
     assert torch.allclose(s2, torch.linalg.svdvals(X.double()).pow(2), rtol=1e-6, atol=1e-6)
-    r_vec = F.reconstruction_ratio_vectors(X, s2, X[idx])
+    r_vec = metrics.reconstruction_ratio_vectors(X, s2, X[idx])
     assert r_vec == pytest.approx(metrics.reconstruction_ratio(X, idx), rel=1e-6)
     assert r_vec > 1.0
-    lv = F.local_reconstruction_vectors(X, times, X[idx], times[idx], 2.0)
+    lv = metrics.local_reconstruction_vectors(X, times, X[idx], times[idx], 2.0)
     assert lv == pytest.approx(metrics.local_reconstruction(X, times, idx, 2.0), abs=1e-9)
 
 

@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 
 from .memtrack import TensorMemoryTracker, tensor_bytes
-from .metrics import needle_recall, residual_energy, row_basis, temporal_coverage
+from .metrics import (local_reconstruction_vectors, needle_recall, reconstruction_ratio_vectors,
+                      temporal_coverage)
 from .runner import Unit
 
 # variant -> (selector method, make_selector kwargs, memory factor, question-aware)
@@ -167,43 +168,6 @@ def load_stream(name: str, spec: dict, cache_dir: Path | None) -> FeatureStream:
     while len(_STREAMS) > 2:
         _STREAMS.popitem(last=False)
     return st
-
-
-# ------------------------------------------------------------------ metrics on kept vectors
-def reconstruction_ratio_vectors(X: Tensor, s2: Tensor, kept: Tensor, chunk: int = 8192) -> float:
-    """||X - P_S X||_F^2 / sum_{i > k} sigma_i^2 for S = span of the kept vectors (k, d) (not necessarily
-    rows of X: recycled tokens are merged means). Same conventions as metrics.reconstruction_ratio."""
-    total = float(s2.sum())
-    if total == 0.0:
-        return math.nan
-    B = row_basis(kept.double())  # (d, r)
-    resid = sum(float(residual_energy(X[i:i + chunk].double(), B).sum()) for i in range(0, X.shape[0], chunk))
-    bound = float(s2[kept.shape[0]:].sum())
-    tol = 1e-10 * total
-    if bound <= tol:
-        return math.nan if resid <= tol else math.inf
-    return max(resid, 0.0) / bound
-
-
-def local_reconstruction_vectors(X: Tensor, times: Tensor, kept: Tensor, kept_times: Tensor, window: float) -> float:
-    """Mean over tokens of ||x - P x||^2 / ||x||^2, P = projection on kept vectors within +-window seconds
-    (1.0 when none); zero tokens left out. Same conventions as metrics.local_reconstruction."""
-    norms = X.double().pow(2).sum(dim=1)  # (N,)
-    valid = norms > 0
-    if not bool(valid.any()):
-        return math.nan
-    rel = torch.ones(X.shape[0], dtype=torch.float64)
-    uniq, inverse = torch.unique(times, return_inverse=True)
-    kept = kept.double()
-    kt = kept_times.double()
-    for u, t in enumerate(uniq.tolist()):
-        near = ((kt >= t - window) & (kt <= t + window)).nonzero().reshape(-1)
-        if near.numel() == 0:
-            continue
-        rows = (inverse == u).nonzero().reshape(-1)
-        res = residual_energy(X[rows].double(), row_basis(kept[near]))
-        rel[rows] = (res / norms[rows].clamp_min(1e-300)).clamp(0.0, 1.0)
-    return float(rel[valid].mean())
 
 
 # ------------------------------------------------------------------ one unit

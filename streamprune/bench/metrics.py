@@ -43,26 +43,61 @@ def residual_energy(X: Tensor, basis: Tensor) -> Tensor:
     return R.pow(2).sum(dim=1)
 
 
-def reconstruction_ratio(X, kept_idx) -> float:
+def reconstruction_ratio_vectors(X: Tensor, s2: Tensor, kept: Tensor, chunk: int = 8192) -> float:
+    """||X - P_S X||_F^2 / sum_{i > k} sigma_i(X)^2 for S = the span of the kept vectors (k, d), which need
+    not be rows of X (recycled tokens are merged means). s2: X's squared singular values, descending (pass
+    them once for many calls). Conventions as reconstruction_ratio."""
+    total = float(s2.sum())
+    if total == 0.0:
+        return math.nan
+    B = row_basis(kept.double())  # (d, r)
+    resid = sum(float(residual_energy(X[i:i + chunk].double(), B).sum()) for i in range(0, X.shape[0], chunk))
+    bound = float(s2[kept.shape[0]:].sum())
+    tol = _REL_TOL * total
+    if bound <= tol:
+        return math.nan if resid <= tol else math.inf
+    return max(resid, 0.0) / bound
+
+
+def reconstruction_ratio(X, kept_idx, s2: Tensor | None = None) -> float:
     """||X - P_S X||_F^2 / sum_{i > k} sigma_i(X)^2 with k = len(unique kept_idx).
 
     P_S projects each row of X (n, d) onto the span of the kept rows X[kept_idx]. 1.0 is the best any
     k-row subset can do (Eckart-Young); larger is worse. When the bound is ~0 (k >= numerical rank of X;
     below 1e-10 of ||X||_F^2): returns nan if the residual is ~0 too (ratio undefined, the subset spans X),
-    else inf. An all-zero X gives nan. Use local_reconstruction when k >= d.
+    else inf. An all-zero X gives nan. Use local_reconstruction when k >= d. s2: X's squared singular
+    values when the caller already has them (else computed here).
     """
     X = _as_matrix(X)
     kept = _as_index(kept_idx, X.shape[0])
-    total = float(X.pow(2).sum())
-    if total == 0.0:
+    if s2 is None:
+        s2 = torch.linalg.svdvals(X).pow(2)
+    return reconstruction_ratio_vectors(X, s2, X[kept])
+
+
+def _local_rel(X: Tensor, times: Tensor, kept: Tensor, kept_times: Tensor, window: float) -> Tensor:
+    """(n,) float64: ||x - P x||^2 / ||x||^2 per row, P = projection on the kept vectors whose time is within
+    +-window of the row's (1.0 when none)."""
+    norms = X.double().pow(2).sum(dim=1)  # (n,)
+    rel = torch.ones(X.shape[0], dtype=torch.float64)
+    uniq, inverse = torch.unique(times, return_inverse=True)
+    kept, kt = kept.double(), kept_times.double()
+    for u, t in enumerate(uniq.tolist()):
+        near = ((kt >= t - window) & (kt <= t + window)).nonzero().reshape(-1)
+        if near.numel() == 0:
+            continue
+        rows = (inverse == u).nonzero().reshape(-1)
+        res = residual_energy(X[rows].double(), row_basis(kept[near]))
+        rel[rows] = (res / norms[rows].clamp_min(1e-300)).clamp(0.0, 1.0)
+    return rel
+
+
+def local_reconstruction_vectors(X: Tensor, times: Tensor, kept: Tensor, kept_times: Tensor, window: float) -> float:
+    """local_reconstruction for kept vectors (k, d) at kept_times (k,) that need not be rows of X."""
+    valid = X.double().pow(2).sum(dim=1) > 0
+    if not bool(valid.any()):
         return math.nan
-    resid = float(residual_energy(X, row_basis(X[kept])).sum())
-    s2 = torch.linalg.svdvals(X).pow(2)
-    bound = float(s2[kept.numel():].sum())
-    tol = _REL_TOL * total
-    if bound <= tol:
-        return math.nan if resid <= tol else math.inf
-    return max(resid, 0.0) / bound
+    return float(_local_rel(X, times, kept, kept_times, window)[valid].mean())
 
 
 def local_reconstruction(X, times, kept_idx, window: float) -> float:
@@ -81,20 +116,10 @@ def local_reconstruction(X, times, kept_idx, window: float) -> float:
     if not math.isfinite(window) or window < 0:
         raise ValueError(f"window must be a finite number >= 0, got {window}")
     kept = _as_index(kept_idx, n)
-    norms = X.pow(2).sum(dim=1)  # (n,)
-    valid = norms > 0
+    valid = X.pow(2).sum(dim=1) > 0
     if not bool(valid.any()):
         return math.nan
-    kt = times[kept]
-    rel = torch.ones(n, dtype=torch.float64)
-    uniq, inverse = torch.unique(times, return_inverse=True)
-    for u, t in enumerate(uniq.tolist()):
-        rows = (inverse == u).nonzero().reshape(-1)
-        near = kept[(kt >= t - window) & (kt <= t + window)]
-        if near.numel() == 0:
-            continue
-        res = residual_energy(X[rows], row_basis(X[near]))
-        rel[rows] = (res / norms[rows].clamp_min(1e-300)).clamp(0.0, 1.0)
+    rel = _local_rel(X, times, X[kept], times[kept], window)
     rel[kept] = 0.0
     return float(rel[valid].mean())
 

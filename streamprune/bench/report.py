@@ -66,15 +66,6 @@ def print_table(suite: str, rows: list[dict], *, title: str | None = None, file=
     Console(file=file or sys.stdout, width=250).print(t)
 
 
-def markdown_table(suite: str, rows: list[dict]) -> str:
-    cols = columns_for(suite, rows)
-    lines = ["| " + " | ".join(h for _, h, _ in cols) + " |",
-             "|" + "|".join("---" if s == "s" else "---:" for _, _, s in cols) + "|"]
-    for r in rows:
-        lines.append("| " + " | ".join(fmt(r.get(k), s) for k, _, s in cols) + " |")
-    return "\n".join(lines)
-
-
 def write_outputs(res: dict, args, to_markdown) -> None:
     """A standalone suite's results: JSON on stdout, and to `--json` / `--markdown` files when given."""
     import json

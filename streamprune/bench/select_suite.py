@@ -15,7 +15,6 @@ import itertools
 import json
 import math
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from torch import Tensor
 
 from streamprune.bench.metrics import local_reconstruction, needle_recall, reconstruction_ratio, temporal_coverage
 from streamprune.bench.streams import pixel_patch_blocks, sample_video, synthetic_stream
+from streamprune.pipeline import rss_mb
 from streamprune.select import METHODS, StreamingSelector, make_selector, select_subspace
 from streamprune.select.greedy import greedy_residual, refine_swaps
 
@@ -41,16 +41,6 @@ def _log(msg: str):
 def _sync(device):
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
-
-
-def _rss_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 VARIANTS = {"ours_usage": ("ours", {"eviction": "usage"})}  # extra rows: our selector with other options
@@ -76,14 +66,15 @@ def subset_bound(X: Tensor, quick: bool, n: int = 48, seeds: int = 3) -> list:
             Y = X[torch.randperm(X.shape[0], generator=g)[:n]].double()  # (n, d)
             G = Y @ Y.T
             best = math.inf
-            for chunk in itertools.islice(_chunks(itertools.combinations(range(n), k), 50_000), None):
+            for chunk in _chunks(itertools.combinations(range(n), k), 50_000):
                 e = _subset_errors(G, torch.tensor(chunk))
                 best = min(best, float(e.min()))
-            bound = float(torch.linalg.svdvals(Y).pow(2)[k:].sum())
+            s2 = torch.linalg.svdvals(Y).pow(2)
+            bound = float(s2[k:].sum())
             gr = select_subspace(Y.float(), k)
             sw = refine_swaps(Y.float(), gr, candidates=n, f=1.0 + 1e-9, max_swaps=10_000)
             out.append({"n": n, "d": Y.shape[1], "k": k, "seed": seed, "best_subset": best / bound,
-                        "greedy": reconstruction_ratio(Y, gr), "swaps": reconstruction_ratio(Y, sw)})
+                        "greedy": reconstruction_ratio(Y, gr, s2), "swaps": reconstruction_ratio(Y, sw, s2)})
             _log(f"[bound] k={k} seed={seed}: best {best / bound:.3f} greedy {out[-1]['greedy']:.3f} "
                  f"swaps {out[-1]['swaps']:.3f}")
     return out
@@ -115,27 +106,29 @@ def reconstruction(quick: bool, device, only_k_below_d: bool = False) -> dict:
     blocks = list(pixel_patch_blocks(video, fps=fps, patch=16, size=(224, 224)))
     X = torch.cat([x for _, x in blocks])  # (N, 768)
     _log(f"[recon] {video.name}: {len(blocks)} frames, X {tuple(X.shape)}")
+    s2 = torch.linalg.svdvals(X.double()).pow(2)  # (min(N, d),) once for every ratio below
+    Xd = X.to(device)
     rows = []
     for K in ([32, 128] if quick else [32, 64, 128, 256]):
         t0 = time.perf_counter()
-        off = select_subspace(X.to(device), K)
+        off = select_subspace(Xd, K)
         _sync(device)
         t_off = time.perf_counter() - t0
         swapped = {}
         for name, kw in SWAP_SETTINGS.items():
             t0 = time.perf_counter()
-            idx = refine_swaps(X.to(device), off, **kw)
+            idx = refine_swaps(Xd, off, **kw)
             _sync(device)
-            swapped[name] = (reconstruction_ratio(X, idx.cpu()), time.perf_counter() - t0, int((idx != off).sum()))
+            swapped[name] = (reconstruction_ratio(X, idx.cpu(), s2), time.perf_counter() - t0, int((idx != off).sum()))
         off = off.cpu()
-        r_off = reconstruction_ratio(X, off)
+        r_off = reconstruction_ratio(X, off, s2)
         row = {"input": f"{video.name} {fps}fps patches", "d": X.shape[1], "K": K, "offline": r_off,
                "offline_s": t_off}
         for name, (r, dt, ns) in swapped.items():
             row[name], row[f"{name}_s"], row[f"{name}_swaps"] = r, dt, ns
         for m in ("ours", "ours_usage", "uniform", "random", "dpp"):
             _, mem, dt = _feed(m, K, blocks, device, **({"novelty": 0.001} if m.startswith("ours") else {}))
-            row[m] = reconstruction_ratio(X, mem.ids.cpu())
+            row[m] = reconstruction_ratio(X, mem.ids.cpu(), s2)
             if m == "ours":
                 row["ours_kept"], row["ours_s"] = len(mem), dt
         row["ours_over_offline"] = row["ours"] / r_off
@@ -198,7 +191,7 @@ def flat_cost(quick: bool, device, d: int, K: int, tpb: int, n_blocks: int) -> d
         if b in early or b in late:
             times.append((b, dt))
         if b in (150, n_blocks - 1):
-            rss[b] = _rss_mb()
+            rss[b] = rss_mb()
         if b % 10 == 0:
             worst = max(worst, sel.orthonormality_error())
         if b % 1000 == 0:

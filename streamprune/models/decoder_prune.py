@@ -70,10 +70,6 @@ class PruneStats:
     scored_index: dict[int, list[Tensor]] = field(default_factory=dict)  # its original (position-source) index
     prefills: int = 0
 
-    def summary(self) -> str:
-        parts = [f"visual {self.visual_in}"] + [f"L{k}: {v}" for k, v in self.kept.items()]
-        return ", ".join(parts)
-
 
 def language_model(model: nn.Module) -> nn.Module:
     """The decoder stack (a module with `.layers` and `.config`) inside a VLM or causal LM."""
@@ -160,8 +156,8 @@ class _Region:
 
 
 class _State:
-    def __init__(self, model, lm, config, keep, visual_mask):
-        self.model, self.lm, self.config, self.keep = model, lm, config, keep
+    def __init__(self, config, keep, visual_mask):
+        self.config, self.keep = config, keep
         self.visual_mask = visual_mask
         self.layers = tuple(config.layers)
         self.score_layers = {k - 1: k for k in self.layers}
@@ -474,7 +470,7 @@ def decoder_prune(model: nn.Module, config: DecoderPruneConfig, visual_mask: Ten
     if base.startswith(_PREFIX):
         raise ValueError("decoder_prune: already active on this model")
     name = _register(base)
-    state = _State(model, lm, config, keep, visual_mask)
+    state = _State(config, keep, visual_mask)
     holder = _StatsView(state)
     handles = []
 

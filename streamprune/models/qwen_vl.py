@@ -80,7 +80,7 @@ class QwenVLAdapter(Adapter):
 
     # -- frames -> tokens
     def token_cells(self, payload):
-        p = payload.float().cpu()
+        p = payload[:, :N_POS].float().cpu()  # positions only (Qwen3's deepstack columns stay put)
         i, j = p[:, P_I].long(), p[:, P_J].long()
         gw = int(p[0, P_GW])
         return (int(p[0, P_GH]), gw), i * gw + j
@@ -162,7 +162,7 @@ class QwenVLAdapter(Adapter):
 
     def _layout(self, memory, start: int, positions: str):
         """Full-memory prompt layout: ids (L,), pos (3, L), token (L,) (-1 for text), block (L,), next_pos."""
-        pl = memory.payload.float().cpu()
+        pl = memory.payload[:, :N_POS].float().cpu()  # positions only (not Qwen3's deepstack columns)
         n = pl.shape[0]
         i, j = pl[:, P_I].long(), pl[:, P_J].long()
         gh, gw = int(pl[:, P_GH].max()), int(pl[:, P_GW].max())

@@ -305,8 +305,3 @@ def _reinit_buffer(model, name: str, buf) -> None:
     elif attr == "original_inv_freq":
         buf.copy_(mod.inv_freq)
 
-
-def is_tiny_folder(path) -> bool:
-    """True when `path` holds a model written by write_tiny_model."""
-    cfg = Path(path) / "config.json"
-    return cfg.is_file() and bool(json.loads(cfg.read_text()).get(TINY_MARKER, False))

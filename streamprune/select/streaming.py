@@ -205,7 +205,7 @@ class StreamingSelector:
         self._wsf = torch.zeros(0, device=self.device)  # flat float32 scratch for in-place segment updates
         self._wsd = torch.zeros(0, dtype=torch.float64, device=self.device)  # flat float64 scratch
         if payload is not None:
-            self._payload_shape, self._payload_dtype = tuple(payload.shape[1:]), payload.dtype
+            self._payload_shape = tuple(payload.shape[1:])
             self._payload = torch.zeros(0, *self._payload_shape, dtype=payload.dtype, device=self.device)
 
     def _grow(self, need: int):
