@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import time
+import weakref
 
 import numpy as np
 import torch
@@ -56,7 +57,6 @@ def get_model(spec: str, device: str | None, dtype: str | None):
     if key in _MODEL:
         return _MODEL[key]
     from ..models import PRESETS, build_random_model
-    from ..models.base import _parse_dtype
 
     _MODEL.clear()
     gc.collect()
@@ -67,7 +67,7 @@ def get_model(spec: str, device: str | None, dtype: str | None):
         from ..models import load_model, write_tiny_model
 
         path = write_tiny_model(over["family"], tempfile.mkdtemp(prefix="streamprune-tiny-"))
-        _MODEL[key] = load_model(str(path), device=device, dtype=_parse_dtype(dtype))
+        _MODEL[key] = load_model(str(path), device=device, dtype=dtype)
         return _MODEL[key]
     name = base
     if over:  # register the derived preset (same widths, fewer layers) under its spec name
@@ -76,7 +76,7 @@ def get_model(spec: str, device: str | None, dtype: str | None):
         p["vision"] = dict(p["vision"], depth=over.get("depth", p["vision"]["depth"]))
         PRESETS[spec] = p
         name = spec
-    _MODEL[key] = build_random_model(name, device=device, dtype=_parse_dtype(dtype))
+    _MODEL[key] = build_random_model(name, device=device, dtype=dtype)
     return _MODEL[key]
 
 
@@ -101,16 +101,16 @@ def _peak_context(device: torch.device):
     return TensorMemoryTracker()
 
 
-_WARM: set = set()
+_WARM = weakref.WeakSet()  # adapters already warmed (not ids: a freed model's id can be reused)
 
 
 def _warm_up(ad, blk) -> None:
     """One untimed prefill per model and process (first calls pay one-off allocation and dispatch costs)."""
     from ..select import Memory
 
-    if id(ad) in _WARM:
+    if ad in _WARM:
         return
-    _WARM.add(id(ad))
+    _WARM.add(ad)
     ad.prefill(Memory(blk.tokens, blk.times, torch.arange(len(blk)), blk.payload), QUESTION)
 
 

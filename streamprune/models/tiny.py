@@ -253,11 +253,11 @@ def build_random_model(preset: str, *, device=None, dtype=None, attn_implementat
 
     Built on the meta device and materialised on `device` (default cuda if available) in `dtype`
     (default bf16 on GPU, fp32 on CPU)."""
-    from .base import adapter_for, default_device, default_dtype
+    from .base import _parse_dtype, adapter_for, default_device, default_dtype
 
     config, tok = preset_config(preset)
     dev = torch.device(device) if device is not None else default_device()
-    dt = dtype if dtype is not None else default_dtype(dev)
+    dt = _parse_dtype(dtype) or default_dtype(dev)
     config._attn_implementation = attn_implementation or "sdpa"
     torch.manual_seed(seed)
     old = torch.get_default_dtype()
