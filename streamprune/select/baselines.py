@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from .greedy import check_k, refine_swaps, select_subspace
+from .greedy import check_budget, check_k, refine_swaps, select_subspace
 from .streaming import Memory, check_block, final_select
 
 
@@ -21,9 +21,7 @@ class _Kept:
     """Shared storage: kept tokens (ordered by id), validation, final()."""
 
     def __init__(self, budget: int, *, seed: int = 0, device=None):
-        if isinstance(budget, bool) or int(budget) != budget or budget <= 0:
-            raise ValueError(f"budget must be a positive integer, got {budget}")
-        self.budget, self.seed = int(budget), int(seed)
+        self.budget, self.seed = check_budget(budget), int(seed)
         self.device = None if device is None else torch.device(device)
         self.tokens_seen = 0
         self.d: int | None = None

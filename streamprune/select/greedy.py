@@ -24,6 +24,13 @@ def check_matrix(X: Tensor, name: str = "X") -> Tensor:
     return X
 
 
+def check_budget(budget) -> int:
+    """A token budget: a positive integer (bools rejected)."""
+    if isinstance(budget, bool) or int(budget) != budget or budget <= 0:
+        raise ValueError(f"budget must be a positive integer, got {budget}")
+    return int(budget)
+
+
 def check_k(k) -> int:
     """A selection size: a non-negative integer (bools rejected)."""
     if isinstance(k, bool) or int(k) != k or k < 0:

@@ -5,14 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
-def _check_tokens(tokens: Tensor) -> Tensor:
-    if not isinstance(tokens, Tensor) or tokens.ndim != 2:
-        raise ValueError(f"tokens must be a 2-D (n, d) tensor, got {getattr(tokens, 'shape', type(tokens))}")
-    x = tokens.float()
-    if not torch.isfinite(x).all():
-        raise ValueError("tokens contain NaN or Inf")
-    return x
+from .greedy import check_matrix
 
 
 def density_peak_scores(tokens: Tensor, *, k_neighbors: int = 5) -> tuple[Tensor, Tensor]:
@@ -22,7 +15,7 @@ def density_peak_scores(tokens: Tensor, *, k_neighbors: int = 5) -> tuple[Tensor
     delta_i = distance to the nearest token that is denser (larger rho, or equal rho and smaller index);
     for the densest token delta = its largest distance to any token. Returns (log_rho (n,), delta (n,)).
     """
-    x = _check_tokens(tokens)  # (n, d)
+    x = check_matrix(tokens, "tokens")  # (n, d)
     n = x.shape[0]
     if n == 0:
         return x.new_zeros(0), x.new_zeros(0)
@@ -56,7 +49,7 @@ def density_peak_merge(tokens: Tensor, n_clusters: int, *, k_neighbors: int = 5)
     Returns merged (c, d) float32 cluster means and assign (n,) int64 cluster number of each token.
     Deterministic: no random noise. Raises ValueError on non-2-D or non-finite input or n_clusters < 1.
     """
-    x = _check_tokens(tokens)  # (n, d)
+    x = check_matrix(tokens, "tokens")  # (n, d)
     if n_clusters < 1:
         raise ValueError(f"n_clusters must be >= 1, got {n_clusters}")
     n = x.shape[0]

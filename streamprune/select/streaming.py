@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .greedy import ZERO_TOL, check_k, check_matrix, check_weights, greedy_residual, refine_swaps, select_subspace
+from .greedy import ZERO_TOL, check_budget, check_k, check_matrix, check_weights, greedy_residual, refine_swaps, select_subspace
 from .recycle import density_peak_merge
 
 
@@ -156,8 +156,6 @@ class StreamingSelector:
                  segment_rank: int | None = None, recycle: str | None = None, recycle_frac: float = 0.3,
                  refresh_every: int = 256, eviction: str = "leverage", question_mode: str = "resprune",
                  alpha: float = 0.3, final_refine: bool = False, device=None):
-        if isinstance(budget, bool) or int(budget) != budget or budget <= 0:
-            raise ValueError(f"budget must be a positive integer, got {budget}")
         if not (math.isfinite(novelty) and novelty >= 0):
             raise ValueError(f"novelty must be a finite number >= 0, got {novelty}")
         if segment_novelty is not None and not (math.isfinite(segment_novelty) and segment_novelty > 0):
@@ -168,7 +166,7 @@ class StreamingSelector:
             raise ValueError(f"eviction must be 'leverage' or 'usage', got {eviction!r}")
         if recycle not in (None, "nearest", "cluster"):
             raise ValueError(f"recycle must be None, 'nearest' or 'cluster', got {recycle!r}")
-        self.budget = int(budget)
+        self.budget = check_budget(budget)
         self.novelty = float(novelty)
         self.segment_novelty = None if segment_novelty is None else float(segment_novelty)
         self.segment_rank = None if segment_rank is None else int(segment_rank)
@@ -350,12 +348,12 @@ class StreamingSelector:
         emax = float(energy.max())
         cand = ((energy > 0) & (energy > ZERO_TOL * emax)).nonzero().reshape(-1)
         if cand.numel():
-            self._select_block(X, A, energy, cand, t, ids, sw, payload)
+            self._select_block(X, A, energy, cand, t, ids, sw, payload, emax)
         self._evict()
 
-    def _select_block(self, X, A, energy, cand, t, ids, sw, payload):
+    def _select_block(self, X, A, energy, cand, t, ids, sw, payload, emax: float):
         block_thresh = self.novelty * float(energy[cand].mean())
-        zero = ZERO_TOL * float(energy[cand].max())
+        zero = ZERO_TOL * emax  # emax = energy[cand].max(): the block's largest energy is a candidate
         left = self.budget  # at most K picks per block
         first = True
         while cand.numel() and left > 0:
@@ -458,7 +456,7 @@ class StreamingSelector:
         alive = alive[torch.argsort(self._ids[alive])]
         toks = (self._out if self._out is not None else self._raw)[alive]
         pay = self._payload[alive] if self._payload is not None else None
-        return Memory(toks.clone(), self._times[alive].clone(), self._ids[alive].clone(), pay)
+        return Memory(toks, self._times[alive], self._ids[alive], pay)  # indexing already copies
 
     def final(self, k: int, relevance=None) -> Tensor:
         """Indices (ascending) into memory of at most k tokens for the LLM (question-aware with relevance)."""
