@@ -21,6 +21,11 @@ import torch
 
 log = logging.getLogger(__name__)
 
+# image normalisation of the vision towers (CLIP; SigLIP-style towers use 0.5)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+HALF = (0.5, 0.5, 0.5)
+
 
 class ModelLoadError(ValueError):
     """A model could not be loaded; the message is one line."""

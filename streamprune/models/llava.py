@@ -16,11 +16,8 @@ import numpy as np
 import torch
 
 from ..resize import resize_frames
-from .base import Adapter, EncodedBlock, keep_index, video_preproc_config
+from .base import CLIP_MEAN, CLIP_STD, HALF, Adapter, EncodedBlock, keep_index, video_preproc_config
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-HALF = (0.5, 0.5, 0.5)
 P_S, P_N = 0, 1
 
 

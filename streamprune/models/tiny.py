@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from .base import CLIP_MEAN, CLIP_STD, HALF
+
 TINY_MARKER = "streamprune_tiny"  # key set in config.json of models written here
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "video_llava", "llava_onevision", "llava_next_video")
@@ -204,14 +206,13 @@ def write_tiny_model(family: str, out_dir, *, seed: int = 0) -> Path:
 
 def _tiny_preproc(family: str) -> dict:
     """Small frames for tiny models: Qwen 2-16 merged tokens per frame side budget; LLaVA the tower's size."""
+    half = family in ("qwen3_vl", "llava_onevision")
+    norm = {"image_mean": list(HALF if half else CLIP_MEAN), "image_std": list(HALF if half else CLIP_STD)}
     if family.startswith("qwen"):
-        return {"size": {"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 16},
-                "image_mean": [0.5, 0.5, 0.5] if family == "qwen3_vl" else [0.48145466, 0.4578275, 0.40821073],
-                "image_std": [0.5, 0.5, 0.5] if family == "qwen3_vl" else [0.26862954, 0.26130258, 0.27577711]}
+        return {"size": {"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 16}, **norm}
     if family == "llava_onevision":
-        return {"size": {"height": 56, "width": 56}, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
-    return {"size": {"shortest_edge": 56}, "crop_size": {"height": 56, "width": 56},
-            "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}
+        return {"size": {"height": 56, "width": 56}, **norm}
+    return {"size": {"shortest_edge": 56}, "crop_size": {"height": 56, "width": 56}, **norm}
 
 
 # ---------------------------------------------------------------- real-size random presets (benches)
