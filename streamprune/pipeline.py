@@ -261,9 +261,9 @@ class Pipeline:
         first_id = self.tokens_seen
         real = len(block) if real is None else real
         self.push_encoded(enc, times[:real])
-        for f in block[:real]:
+        for pos, f in enumerate(block[:real]):
             if f.index in self.thumbs.items:
-                self.block_of[f.index] = (first_id, len(enc.tokens), *self._cells(enc, f, block, images))
+                self.block_of[f.index] = (first_id, len(enc.tokens), *self._cells(enc, pos, images.shape[1:3]))
         self.block_of = {i: v for i, v in self.block_of.items() if i in self.thumbs.items}
 
     def push_encoded(self, enc, frame_times) -> None:
@@ -285,13 +285,13 @@ class Pipeline:
         top, left, h, w = self.adapter.token_view(int(image.shape[0]), int(image.shape[1]))
         return image[top:top + h, left:left + w]
 
-    def _cells(self, enc, frame, block, images):
-        """(grid (rows, cols), local token index -> cell index or -1) for one frame's tokens in a block."""
+    def _cells(self, enc, frame_pos: int, hw: tuple[int, int]):
+        """(grid (rows, cols), local token index -> cell index or -1) for the frame at `frame_pos` in a block."""
         got = self.adapter.token_cells(enc.payload) if enc.payload is not None else None
         if got is not None:
             grid, cells = got
             return grid, cells.numpy()
-        return token_cells_guess(enc, block.index(frame), images.shape[1:3])
+        return token_cells_guess(enc, frame_pos, hw)
 
     # -- question
     def relevance(self, question: str, memory) -> tuple[list[str], torch.Tensor | None]:

@@ -495,11 +495,7 @@ def plan_from_args(args) -> list[Unit]:
         raise ValueError(f"qa: no dataset folder ({', '.join(DATASETS)}) under {data}")
     for d in names:
         load_dataset(d, data)  # fail fast, one line
-    from ..models import load_model  # fail fast on a missing model, one line
-
-    _ADAPTER[(args.model, args.device, args.dtype, args.attn)] = _ADAPTER.get(
-        (args.model, args.device, args.dtype, args.attn)) or load_model(args.model, device=args.device, dtype=args.dtype,
-                                                                        attn_implementation=args.attn)
+    _adapter(args.model, args.device, args.dtype, args.attn)  # fail fast on a missing model, one line
     quick = bool(getattr(args, "quick", False))
     methods = _csv(getattr(args, "methods", None)) or (["ours", "random"] if quick else
                                                        ["ours", "uniform", "random", "divprune", "dpp"])

@@ -142,7 +142,8 @@ def write_plan(out: Path, suite: str, units: Sequence[Unit]) -> Path:
     p = Path(out) / f"{suite}.plan.json"
     p.parent.mkdir(parents=True, exist_ok=True)
     ids = json.loads(p.read_text())["units"] if p.is_file() else []
-    ids += [u.id for u in units if u.id not in set(ids)]
+    known = set(ids)
+    ids += [u.id for u in units if u.id not in known]
     tmp = p.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps({"suite": suite, "units": ids}, indent=0))
     os.replace(tmp, p)
