@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Iterator
 
 import torch
@@ -69,6 +69,13 @@ class PruneStats:
     scores: dict[int, list[Tensor]] = field(default_factory=dict)      # (n_vis,) float32 score of each visual token seen
     scored_index: dict[int, list[Tensor]] = field(default_factory=dict)  # its original (position-source) index
     prefills: int = 0
+
+    def new_prefill(self) -> None:
+        """Clear the per-prefill fields in place (the caller's reference stays current) and count it."""
+        for f in fields(self):
+            if f.name not in ("layers", "prefills"):
+                setattr(self, f.name, f.default_factory())
+        self.prefills += 1
 
 
 def language_model(model: nn.Module) -> nn.Module:
@@ -202,7 +209,8 @@ class _State:
         valid = _valid_keys(mask, B, L, h.device)  # (B, L)
         text = valid & ~vm
         rater = torch.zeros_like(vm)
-        st = self.stats = PruneStats(layers=self.layers, prefills=self.stats.prefills + 1)
+        st = self.stats
+        st.new_prefill()
         for b in range(B):
             r = rater_tokens(h[b], vm[b], text[b])
             rater[b, r] = True
@@ -471,19 +479,15 @@ def decoder_prune(model: nn.Module, config: DecoderPruneConfig, visual_mask: Ten
         raise ValueError("decoder_prune: already active on this model")
     name = _register(base)
     state = _State(config, keep, visual_mask)
-    holder = _StatsView(state)
     handles = []
 
     def hook0(mod, args, kwargs):
         h = args[0] if args else kwargs["hidden_states"]
         state.start(h, kwargs.get("attention_mask"), kwargs.get("past_key_values"))
-        holder._sync()
 
     def hook_k(i):
         def hook(mod, args, kwargs):
-            out = state.slice_inputs(i, args, kwargs)
-            holder._sync()
-            return out
+            return state.slice_inputs(i, args, kwargs)
         return hook
 
     try:
@@ -494,7 +498,7 @@ def decoder_prune(model: nn.Module, config: DecoderPruneConfig, visual_mask: Ten
         handles.append(layers[0].register_forward_pre_hook(hook0, with_kwargs=True))
         for i in range(config.layers[0], len(layers)):
             handles.append(layers[i].register_forward_pre_hook(hook_k(i), with_kwargs=True))
-        yield holder
+        yield state.stats
     finally:
         for hd in handles:
             hd.remove()
@@ -504,16 +508,3 @@ def decoder_prune(model: nn.Module, config: DecoderPruneConfig, visual_mask: Ten
             layers[i].self_attn.__dict__.pop("_streamprune_state", None)
         cfg._attn_implementation = base
         lm.__dict__.pop("_streamprune_active", None)
-
-
-class _StatsView(PruneStats):
-    """The PruneStats handed to the caller: mirrors the state's latest stats object."""
-
-    def __init__(self, state: _State):
-        super().__init__(layers=state.layers)
-        self._state = state
-
-    def _sync(self) -> None:
-        src = self._state.stats
-        for f in ("layers", "visual_in", "raters", "kept", "keep_index", "recycled", "scores", "scored_index", "prefills"):
-            setattr(self, f, getattr(src, f))
