@@ -56,7 +56,7 @@ def get_model(spec: str, device: str | None, dtype: str | None):
     key = (spec, device, dtype)
     if key in _MODEL:
         return _MODEL[key]
-    from ..models import PRESETS, build_random_model
+    from ..models import build_random_model
 
     _MODEL.clear()
     gc.collect()
@@ -69,14 +69,7 @@ def get_model(spec: str, device: str | None, dtype: str | None):
         path = write_tiny_model(over["family"], tempfile.mkdtemp(prefix="streamprune-tiny-"))
         _MODEL[key] = load_model(str(path), device=device, dtype=dtype)
         return _MODEL[key]
-    name = base
-    if over:  # register the derived preset (same widths, fewer layers) under its spec name
-        p = dict(PRESETS[base])
-        p["layers"] = over.get("layers", p["layers"])
-        p["vision"] = dict(p["vision"], depth=over.get("depth", p["vision"]["depth"]))
-        PRESETS[spec] = p
-        name = spec
-    _MODEL[key] = build_random_model(name, device=device, dtype=dtype)
+    _MODEL[key] = build_random_model(base, device=device, dtype=dtype, **over)  # over: layers / depth
     return _MODEL[key]
 
 

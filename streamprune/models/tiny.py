@@ -224,13 +224,18 @@ PRESETS = {
 }
 
 
-def preset_config(preset: str):
-    """Config of a real-size model (random weights) with the tiny tokenizer's special-token ids."""
+def preset_config(preset: str, *, layers: int | None = None, depth: int | None = None):
+    """Config of a real-size model (random weights) with the tiny tokenizer's special-token ids; `layers` /
+    `depth` override the LLM's and the vision tower's layer counts (same widths, a cheaper model)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     from transformers import Qwen2VLConfig
 
-    p = PRESETS[preset]
+    p = dict(PRESETS[preset])
+    if layers is not None:
+        p["layers"] = layers
+    if depth is not None:
+        p["vision"] = dict(p["vision"], depth=depth)
     tok = build_tokenizer(p["family"])
     ids = tok.convert_tokens_to_ids
     head_dim = p["hidden"] // p["heads"]
@@ -249,14 +254,15 @@ def preset_config(preset: str):
     return config, tok
 
 
-def build_random_model(preset: str, *, device=None, dtype=None, attn_implementation=None, seed: int = 0):
+def build_random_model(preset: str, *, device=None, dtype=None, attn_implementation=None, seed: int = 0,
+                       layers: int | None = None, depth: int | None = None):
     """A real-size model with random weights (no download) wrapped in its adapter.
 
     Built on the meta device and materialised on `device` (default cuda if available) in `dtype`
-    (default bf16 on GPU, fp32 on CPU)."""
+    (default bf16 on GPU, fp32 on CPU); `layers` / `depth` as in preset_config."""
     from .base import _parse_dtype, adapter_for, default_device, default_dtype
 
-    config, tok = preset_config(preset)
+    config, tok = preset_config(preset, layers=layers, depth=depth)
     dev = torch.device(device) if device is not None else default_device()
     dt = _parse_dtype(dtype) or default_dtype(dev)
     config._attn_implementation = attn_implementation or "sdpa"
@@ -272,8 +278,7 @@ def build_random_model(preset: str, *, device=None, dtype=None, attn_implementat
         return adapter_for(model.eval(), tok, name=preset, is_tiny=False)
     model = materialize(model, dev)
     model.eval()
-    adapter = adapter_for(model, tok, name=preset, is_tiny=False)
-    return adapter
+    return adapter_for(model, tok, name=preset, is_tiny=False)
 
 
 def materialize(model, device):
