@@ -51,24 +51,6 @@ _SPECIALS = {
     "llava_onevision": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"],
 }
 
-_QWEN_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
-    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
-    "{% if c['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-_ONEVISION_TEMPLATE = _QWEN_TEMPLATE.replace("<|vision_start|><|video_pad|><|vision_end|>", "<video>\n").replace(
-    "<|vision_start|><|image_pad|><|vision_end|>", "<image>\n")
-_VIDEO_LLAVA_TEMPLATE = (
-    "{% for m in messages %}{% if m['role'] == 'user' %}USER: {% else %}ASSISTANT: {% endif %}"
-    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
-    "{% if c['type'] == 'video' %}<video>\n{% elif c['type'] == 'image' %}<image>\n"
-    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %} {% endfor %}"
-    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
-)
-
 
 def _kind(family: str) -> str:
     return "qwen" if family.startswith("qwen") else "video_llava" if family == "llava_next_video" else family
@@ -78,6 +60,8 @@ def build_tokenizer(family: str):
     """A WordLevel fast tokenizer with the family's special tokens, ~400 English words and a chat template."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
+
+    from .base import adapter_class
 
     specials = _SPECIALS[_kind(family)]
     unk = "<unk>"
@@ -90,16 +74,13 @@ def build_tokenizer(family: str):
     kind = _kind(family)
     if kind == "qwen":
         kw = dict(eos_token="<|im_end|>", pad_token="<|endoftext|>")
-        template = _QWEN_TEMPLATE
     elif kind == "llava_onevision":
         kw = dict(eos_token="<|im_end|>", pad_token="<|endoftext|>")
-        template = _ONEVISION_TEMPLATE
     else:
         kw = dict(bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-        template = _VIDEO_LLAVA_TEMPLATE
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=unk, **kw)
     fast.add_special_tokens({"additional_special_tokens": [s for s in specials if s not in kw.values()]})
-    fast.chat_template = template
+    fast.chat_template = adapter_class(family).default_template  # the adapter's own fallback template
     return fast
 
 
