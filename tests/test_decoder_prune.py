@@ -412,3 +412,28 @@ def test_through_adapter_inputs_with_explicit_positions(tmp_path, family):
     torch.testing.assert_close(out[0].float(), ref[0, _kept_slots(st, vis, 0)].float(), atol=1e-4, rtol=0)
     ids = a.generate_ids(mem, "what is on the table", max_new_tokens=3, min_new_tokens=3, decoder_prune=cfg)
     assert ids.numel() == 3 and a.last_prune_stats.kept[k] == st.kept[k]
+
+
+@pytest.mark.parametrize("name", ["cache", "past_key_values"])
+def test_layer_cache_is_read_under_either_transformers_name(name):
+    """5.24 calls decoder layers with `cache=`, 5.23 with `past_key_values=`: both are prefill/decode signals."""
+    from transformers.cache_utils import DynamicCache
+
+    from streamprune.models.decoder_prune import layer_cache
+
+    c = DynamicCache()
+    assert layer_cache({name: c, "attention_mask": None}) is c
+    assert layer_cache({name: None}) is None
+    assert layer_cache({}) is None
+
+
+def test_installed_decoder_layers_take_a_cache_name_we_read():
+    """The installed transformers' decoder layer signature names its cache argument one of the names we read."""
+    import inspect
+
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
+
+    from streamprune.models.decoder_prune import CACHE_KWARGS
+
+    params = inspect.signature(Qwen2DecoderLayer.forward).parameters
+    assert any(n in params for n in CACHE_KWARGS), list(params)

@@ -10,7 +10,8 @@ The scores are computed on the side by an attention function registered with
 to the stock kernel; the tokens are dropped by forward pre-hooks on the decoder layers, which slice the
 hidden states, the (cos, sin) position embeddings, the position ids and the 4D mask. Works for any
 decoder whose layers are called as ``layer(hidden_states, attention_mask=..., position_embeddings=...,
-past_key_values=...)`` (Qwen2/2.5/3-VL, LLaVA families, plain Qwen2/Llama).
+cache=...)`` (transformers 5.24; ``past_key_values=...`` in 5.23) — Qwen2/2.5/3-VL, LLaVA families,
+plain Qwen2/Llama.
 
     with decoder_prune(model, DecoderPruneConfig(layers=(2,), keep=(0.5,)), visual_mask) as stats:
         out = model.generate(**inputs)
@@ -344,6 +345,19 @@ class _State:
         return args, kwargs
 
 
+# transformers 5.24 passes a decoder layer's KV cache as `cache`; 5.23 as `past_key_values`
+CACHE_KWARGS = ("cache", "past_key_values")
+
+
+def layer_cache(kwargs: dict):
+    """The KV cache a decoder layer was called with, under whichever name the installed transformers uses
+    (None when there is none: a prefill without cache or a no-cache forward)."""
+    for name in CACHE_KWARGS:
+        if kwargs.get(name) is not None:
+            return kwargs[name]
+    return None
+
+
 def _valid_keys(mask, B: int, L: int, device) -> Tensor:
     """(B, L) bool: keys that are not padding, read from the layer's mask (last query row sees all valid keys)."""
     if mask is None or isinstance(mask, dict):
@@ -483,7 +497,7 @@ def decoder_prune(model: nn.Module, config: DecoderPruneConfig, visual_mask: Ten
 
     def hook0(mod, args, kwargs):
         h = args[0] if args else kwargs["hidden_states"]
-        state.start(h, kwargs.get("attention_mask"), kwargs.get("past_key_values"))
+        state.start(h, kwargs.get("attention_mask"), layer_cache(kwargs))
 
     def hook_k(i):
         def hook(mod, args, kwargs):
