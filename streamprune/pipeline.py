@@ -428,8 +428,10 @@ def decode_size(adapter, headroom: float = 2.0):
     `headroom` x the model's input size on its larger relative side is shrunk by the decoder (cheap, and a
     4K/8K frame never sits in memory at full size); the model's exact resize then runs on that."""
 
+    largest = getattr(adapter, "max_frame_size", adapter.frame_size)  # Qwen3-VL: over every clip length
+
     def size(h: int, w: int) -> tuple[int, int]:
-        th, tw = adapter.frame_size(h, w)
+        th, tw = largest(h, w)
         scale = headroom * max(th / h, tw / w)
         return (h, w) if scale >= 1.0 else (max(2, round(h * scale)), max(2, round(w * scale)))
 
@@ -442,20 +444,29 @@ def run_video(pipe: Pipeline, video, *, progress: Progress | None = None) -> Non
 
     cfg = pipe.config
     progress = progress or pipe.progress
-    with open_video(str(video), fps=cfg.fps, max_frames=cfg.max_frames, size=decode_size(pipe.adapter)) as reader:
+    adapter = pipe.adapter
+    before = getattr(adapter, "clip_frames", None)
+    with open_video(str(video), fps=cfg.fps, max_frames=cfg.max_frames, size=decode_size(adapter)) as reader:
         total = expected_frames(getattr(reader, "info", None), cfg.fps, cfg.max_frames)
+        planned = getattr(reader, "planned_indices", None)
+        # the clip's length, for families that size frames by it (Qwen3-VL, like its stock processor)
+        adapter.clip_frames = len(planned) if planned else total
         it = iter(reader)
         done = 0
-        while True:
-            t = time.perf_counter()
-            fr = next(it, None)
-            pipe.timings["decode"] += time.perf_counter() - t
-            if fr is None:
-                break
-            pipe.push_frames([fr])
-            done += 1
-            if progress:
-                progress("frames", done, total)
+        try:
+            while True:
+                t = time.perf_counter()
+                fr = next(it, None)
+                pipe.timings["decode"] += time.perf_counter() - t
+                if fr is None:
+                    break
+                pipe.push_frames([fr])
+                done += 1
+                if progress:
+                    progress("frames", done, total)
+            pipe.flush()  # an odd tail frame is encoded at the clip's size too
+        finally:
+            adapter.clip_frames = before
     if done == 0:
         raise ValueError(f"no frames could be read from {video}")
 

@@ -30,14 +30,50 @@ def smart_resize(
         raise ValueError(f"aspect ratio {max(height, width) / min(height, width):.0f} exceeds {MAX_ASPECT_RATIO:.0f}")
     if min_pixels > max_pixels:
         raise ValueError(f"min_pixels {min_pixels} > max_pixels {max_pixels}")
-    h = max(factor, round(height / factor) * factor)
-    w = max(factor, round(width / factor) * factor)
+    h = round(height / factor) * factor  # may be 0 for a side < factor / 2: the min_pixels branch scales it up
+    w = round(width / factor) * factor
     if h * w > max_pixels:
         beta = math.sqrt(height * width / max_pixels)
         h = max(factor, math.floor(height / beta / factor) * factor)
         w = max(factor, math.floor(width / beta / factor) * factor)
     elif h * w < min_pixels:
         beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return max(factor, h), max(factor, w)  # (the clamp only matters for min_pixels == 0)
+
+
+def clip_resize(
+    n_frames: int,
+    height: int,
+    width: int,
+    *,
+    temporal: int = 2,
+    factor: int = 32,
+    min_pixels: int = 128 * 32 * 32,
+    max_pixels: int = 768 * 32 * 32,
+) -> tuple[int, int]:
+    """Qwen3-VL's rule: the closest (h, w), multiples of `factor`, with the clip's t*h*w within
+    [min_pixels, max_pixels] (t = n_frames rounded to a multiple of `temporal`); frames smaller than
+    `factor` are first scaled up to it."""
+    if n_frames < temporal:
+        raise ValueError(f"a clip needs at least {temporal} frames, got {n_frames}")
+    if height <= 0 or width <= 0:
+        raise ValueError(f"frame size must be positive, got {height}x{width}")
+    if height < factor or width < factor:
+        scale = max(factor / height, factor / width)
+        height, width = int(height * scale), int(width * scale)
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+        raise ValueError(f"aspect ratio {max(height, width) / min(height, width):.0f} exceeds {MAX_ASPECT_RATIO:.0f}")
+    h = round(height / factor) * factor
+    w = round(width / factor) * factor
+    t = round(n_frames / temporal) * temporal
+    if t * h * w > max_pixels:
+        beta = math.sqrt(n_frames * height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif t * h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (n_frames * height * width))
         h = math.ceil(height * beta / factor) * factor
         w = math.ceil(width * beta / factor) * factor
     return h, w

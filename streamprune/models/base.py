@@ -203,6 +203,9 @@ class Adapter:
     placeholder: str = "<video>"     # the template's one video placeholder token
     default_template: str = ""       # used when the checkpoint's templates do not render videos
     positions: str = "original"      # position convention of build_inputs (family-specific values)
+    # frames in the clip being encoded, for families whose frame size depends on the clip's length
+    # (Qwen3-VL); None: a stream of unknown length (the family's live policy). Set by pipeline.run_video.
+    clip_frames: int | None = None
 
     def __init__(self, model, tokenizer, *, name: str = "", is_tiny: bool = False, template: str | None = None,
                  positions: str | None = None):
@@ -237,6 +240,10 @@ class Adapter:
     # -- to be provided by families
     def frame_size(self, height: int, width: int) -> tuple[int, int]:
         raise NotImplementedError
+
+    def max_frame_size(self, height: int, width: int) -> tuple[int, int]:
+        """The largest model input size of this frame for any clip length (a safe decode-time cap)."""
+        return self.frame_size(height, width)
 
     def encode(self, images, times) -> EncodedBlock:
         raise NotImplementedError
@@ -405,16 +412,37 @@ def keep_index(memory, keep) -> torch.Tensor:
     return keep
 
 
-def video_preproc_config(source) -> dict:
-    """The checkpoint's video_preprocessor_config.json (or {} when there is none)."""
-    if not source:
-        return {}
+# the stock loader's order (transformers 5.x BaseVideoProcessor.get_video_processor_dict): the nested
+# "video_processor" entry of processor_config.json, then video_preprocessor_config.json, then the image
+# processor's preprocessor_config.json (many hub checkpoints, e.g. Qwen2-VL, ship only the last)
+PREPROC_FILES = ("processor_config.json", "video_preprocessor_config.json", "preprocessor_config.json")
+
+
+def _read_json(source, fname: str) -> dict | None:
     try:
         from transformers.utils import cached_file
 
-        f = cached_file(source, "video_preprocessor_config.json", _raise_exceptions_for_missing_entries=False,
+        f = cached_file(source, fname, _raise_exceptions_for_missing_entries=False,
                         _raise_exceptions_for_connection_errors=False)
-        return json.loads(open(f).read()) if f else {}
-    except Exception as e:  # noqa: BLE001 - optional file
-        log.debug("no video preprocessor config: %s", e)
+        return json.loads(Path(f).read_text()) if f else None
+    except Exception as e:  # noqa: BLE001 - optional file; a broken one is reported and skipped
+        log.warning("ignoring %s of %s: %s", fname, source, str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+        return None
+
+
+def video_preproc_config(source) -> dict:
+    """The checkpoint's video preprocessing settings, found where the stock video processor finds them
+    ({} when the folder has none: the family's class defaults apply)."""
+    if not source:
         return {}
+    for fname in PREPROC_FILES:
+        d = _read_json(source, fname)
+        if d is None:
+            continue
+        if fname == PREPROC_FILES[0]:
+            if isinstance(d.get("video_processor"), dict):
+                return d["video_processor"]
+            continue  # a flat processor_config.json holds processor (not video) settings
+        if isinstance(d, dict):
+            return d
+    return {}

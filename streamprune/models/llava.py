@@ -159,7 +159,7 @@ class VideoLlavaAdapter(_LlavaBase):
         h, w = self.frame_size(int(images.shape[1]), int(images.shape[2]))
         x = resize_frames(images, (h, w))  # (T, 3, h, w)
         s = self.image_size
-        top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
+        top, left = (h - s) // 2, (w - s) // 2  # floored, like the stock processors' center_crop
         return x[:, :, top:top + s, left:left + s]
 
     def token_view(self, height: int, width: int) -> tuple[int, int, int, int]:

@@ -6,10 +6,23 @@ prompt builder needs: (frame interval, frames in block, row i, column j, grid ro
 merged grid, and for Qwen3-VL the token's deepstack features (so pruning slices them alike).
 
 Positions (3D M-RoPE, `position_ids` (3, 1, L)): a kept token keeps its full-prompt position
-(start + t_pos, start + i, start + j). `positions="original"` (default; original Qwen code and vLLM): text
-after the video starts at max(video position) + 1; `positions="hf"`: transformers 5.23 (start + max(H, W)).
-Qwen2.5-VL's temporal axis is t * tokens_per_second * second_per_grid_t. Qwen3-VL interleaves
+(start + t_pos, start + i, start + j). The text after the video:
+- `positions="original"` (default): max(video position) + 1 = start + max(t_max + 1, H, W), the original
+  Qwen code path (transformers 4.x `get_rope_index`, which qwen-vl-utils feeds and the models were
+  trained and evaluated with);
+- `positions="hf"`: start + max(H, W), transformers 5.x, which ignores the temporal axis, so on a video
+  with more temporal positions than max(H, W) the question's positions overlap the video's.
+The two agree whenever t_max + 1 <= max(H, W) (short clips); vLLM's EVS pruning code uses start + W, which
+is neither. transformers 5.x has had Qwen2.5-VL RoPE-index bugs (huggingface/transformers#45381; #48669,
+fractional `second_per_grid_ts` truncated to int), so it is no authority on positions: the default follows
+the original code, and tests pin both conventions.
+Qwen2.5-VL's temporal axis is floor(t * second_per_grid_t * tokens_per_second), in float32 as the original
+code computes it (second_per_grid_t = 2 frames / fps, fractional at 3 or 4 fps). Qwen3-VL interleaves
 "<t seconds>" text with one vision group per temporal patch (t = 0 in each group; both conventions agree).
+
+Frame size: Qwen2/2.5-VL bound each frame's area; Qwen3-VL bounds t*h*w of the whole clip (its stock video
+processor), so the adapter needs the clip's length (`clip_frames`, set by `pipeline.run_video` from the
+reader's plan); a live stream, whose length is unknown, is sized like a LIVE_CLIP_FRAMES-frame clip.
 """
 
 from __future__ import annotations
@@ -18,9 +31,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..resize import resize_frames, smart_resize
+from ..resize import clip_resize, resize_frames, smart_resize
 from .base import CLIP_MEAN, CLIP_STD, HALF, Adapter, EncodedBlock, keep_index, video_preproc_config
 
+
+# Qwen3-VL sizes frames by the length of the clip (stock: pixel bounds on t*h*w). A live stream has no known
+# length: it is sized like a clip of this many frames, i.e. as stock sizes a 16 s clip at its default 2 fps.
+# With the released checkpoints' bounds (longest_edge 25,165,824 = 32 x 768 x 32 x 32) that is 768 merged
+# tokens per frame, qwen-vl-utils' per-frame ceiling (VIDEO_MAX_TOKEN_NUM).
+LIVE_CLIP_FRAMES = 32
 
 # payload columns
 P_DT, P_NF, P_I, P_J, P_GH, P_GW = range(6)
@@ -62,16 +81,7 @@ class QwenVLAdapter(Adapter):
         self.merge = int(vc.spatial_merge_size)
         self.temporal = int(vc.temporal_patch_size)
         self.tokens_per_second = float(getattr(vc, "tokens_per_second", 1) or 1)
-        pp = video_preproc_config(source)
-        size = pp.get("size") or {}
-        q3 = self.family == "qwen3_vl"
-        f = self.patch * self.merge
-        self.min_pixels = int(pp.get("min_pixels") or size.get("shortest_edge") or 128 * f * f)
-        self.max_pixels = int(pp.get("max_pixels") or size.get("longest_edge") or 768 * f * f)
-        mean = pp.get("image_mean") or (HALF if q3 else CLIP_MEAN)
-        std = pp.get("image_std") or (HALF if q3 else CLIP_STD)
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self._read_preprocessing(video_preproc_config(source))
         self.vision_start_id = int(model.config.vision_start_token_id)
         self.vision_end_id = int(model.config.vision_end_token_id)
 
@@ -82,9 +92,55 @@ class QwenVLAdapter(Adapter):
         gw = int(p[0, P_GW])
         return (int(p[0, P_GH]), gw), i * gw + j
 
-    def frame_size(self, height: int, width: int) -> tuple[int, int]:
-        return smart_resize(height, width, factor=self.patch * self.merge, min_pixels=self.min_pixels,
-                            max_pixels=self.max_pixels)
+    def _read_preprocessing(self, pp: dict) -> None:
+        """Pixel bounds and normalisation as the stock video processor of the family reads them from the
+        checkpoint's settings `pp` (class defaults where a key is missing)."""
+        size = pp.get("size") or {}
+        q3 = self.family == "qwen3_vl"
+        f = self.patch * self.merge
+        lo = size.get("shortest_edge") or size.get("min_pixels")
+        hi = size.get("longest_edge") or size.get("max_pixels")
+        if not q3:  # Qwen2VLVideoProcessor: top-level min_pixels / max_pixels override size
+            lo, hi = pp.get("min_pixels") or lo, pp.get("max_pixels") or hi
+        self.min_pixels = int(lo or 128 * f * f)
+        self.max_pixels = int(hi or 768 * f * f)
+        # qwen-vl-utils' total-video bound, opt-in in the stock processors (off when unset, as there)
+        self.cap_pixels_per_frame = bool(pp.get("cap_pixels_per_frame") or False)
+        self.max_video_tokens = int(pp.get("max_video_tokens") or (768 if q3 else 128000))
+        mean = pp.get("image_mean") or (HALF if q3 else CLIP_MEAN)
+        std = pp.get("image_std") or (HALF if q3 else CLIP_STD)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def _clip_dependent(self) -> bool:
+        return self.family == "qwen3_vl" or self.cap_pixels_per_frame
+
+    def frame_size(self, height: int, width: int, n_frames: int | None = None) -> tuple[int, int]:
+        """Model input size of a height x width frame in a clip of `n_frames` frames (default
+        `self.clip_frames`, else the live policy, LIVE_CLIP_FRAMES), as the stock video processor sizes it.
+
+        Qwen2/2.5-VL bound each frame's area (unless cap_pixels_per_frame); Qwen3-VL bounds t*h*w of the
+        whole clip, so its frames shrink as the clip grows."""
+        f = self.patch * self.merge
+        if not self._clip_dependent():
+            return smart_resize(height, width, factor=f, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+        t = int(n_frames or self.clip_frames or LIVE_CLIP_FRAMES)
+        if t < 1:
+            raise ValueError(f"n_frames must be >= 1, got {t}")
+        if self.family != "qwen3_vl":  # Qwen2VLVideoProcessor.resize with cap_pixels_per_frame
+            total = int(self.max_video_tokens * f * f * 0.9)
+            hi = max(min(self.max_pixels, total * self.temporal // t), int(self.min_pixels * 1.05))
+            return smart_resize(height, width, factor=f, min_pixels=self.min_pixels, max_pixels=hi)
+        hi = self.max_pixels
+        if self.cap_pixels_per_frame:  # Qwen3VLVideoProcessor.resize with cap_pixels_per_frame
+            per = max(min(self.max_video_tokens * f * f, self.max_pixels // t), int(self.min_pixels * 1.05))
+            hi = per * t
+        return clip_resize(max(t, self.temporal), height, width, temporal=self.temporal, factor=f,
+                           min_pixels=self.min_pixels, max_pixels=hi)
+
+    def max_frame_size(self, height: int, width: int) -> tuple[int, int]:
+        """The largest input size frame_size can give this frame for any clip length (a safe decode cap)."""
+        return self.frame_size(height, width, n_frames=self.temporal if self._clip_dependent() else None)
 
     def pixel_inputs(self, images) -> tuple[torch.Tensor, torch.Tensor]:
         """(T, H, W, 3) uint8 -> (pixel_values_videos (N, C*2*p*p), video_grid_thw (1, 3)), like the HF
@@ -165,9 +221,11 @@ class QwenVLAdapter(Adapter):
         gh, gw = int(pl[:, P_GH].max()), int(pl[:, P_GW].max())
         b, t, period = self._blocks(memory)
         if self.family != "qwen3_vl":
-            interval = torch.tensor(self.tokens_per_second * period if self.family == "qwen2_5_vl" and period > 0
-                                    else 1.0, dtype=torch.float32)
-            tpos = (t.float() * interval).long()[b]  # (n,)
+            if self.family == "qwen2_5_vl" and period > 0:  # original code: (t * second_per_grid_t) * tps, float32
+                spg = torch.tensor(period, dtype=torch.float32)
+                tpos = (t.float() * spg * self.tokens_per_second).long()[b]  # (n,)
+            else:
+                tpos = t[b]  # (n,)
             pos = torch.stack([start + tpos, start + i, start + j])  # (3, n)
             if positions == "hf":
                 nxt = start + max(gh, gw)
