@@ -88,7 +88,8 @@ class LiveSession:
     def _open(self):
         from .readers import is_live_source, open_source
 
-        kw = dict(fps=self.pipe.config.fps, realtime=self.realtime, size=decode_size(self.pipe.adapter))
+        cfg = self.pipe.config
+        kw = dict(fps=cfg.fps, realtime=self.realtime, size=decode_size(self.pipe.adapter, cfg.decode_headroom))
         if self.realtime or is_live_source(self.source):  # open_live's reconnect options
             kw.update(timeout=self.timeout, retry_for=self.retry_for)
         return open_source(self.source, **kw)

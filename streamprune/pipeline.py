@@ -51,6 +51,10 @@ class AskConfig:
     max_new_tokens: int = 128
     seed: int = 0
     thumbnails: int = MAX_THUMBS        # frames kept as small thumbnails for --save-kept
+    # None: frames are decoded at full size and resized once, by the model's own rule (the stock processors'
+    # pixels); h > 1: a frame more than h x the model's input side is downscaled by the decoder first
+    # (faster on 4K/8K, a few uint8 levels off the stock pixels)
+    decode_headroom: float | None = None
     selector_kw: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -72,6 +76,9 @@ class AskConfig:
             raise ValueError(f"alpha must be >= 0, got {self.alpha!r}")
         if self.mode not in ("resprune", "spare"):
             raise ValueError(f"mode must be resprune or spare, got {self.mode!r}")
+        if self.decode_headroom is not None and not (isinstance(self.decode_headroom, (int, float))
+                                                     and 1.0 <= self.decode_headroom < math.inf):
+            raise ValueError(f"decode_headroom must be None or a number >= 1, got {self.decode_headroom!r}")
         if self.max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens!r}")
 
@@ -423,11 +430,14 @@ def expected_frames(info, fps: float, max_frames: int | None) -> int | None:
     return est
 
 
-def decode_size(adapter, headroom: float = 2.0):
+def decode_size(adapter, headroom: float | None = 2.0):
     """Decode-time size cap for the readers, from the adapter's own resize policy: a frame more than
     `headroom` x the model's input size on its larger relative side is shrunk by the decoder (cheap, and a
-    4K/8K frame never sits in memory at full size); the model's exact resize then runs on that."""
-
+    4K/8K frame never sits in memory at full size); the model's resize then runs on that, so the pixels
+    are a few uint8 levels off the stock processors' (and the grid may differ by a cell). None (AskConfig's
+    default): no cap."""
+    if headroom is None:  # full-size decode: the model's resize alone, as the stock processors do
+        return None
     largest = getattr(adapter, "max_frame_size", adapter.frame_size)  # Qwen3-VL: over every clip length
 
     def size(h: int, w: int) -> tuple[int, int]:
@@ -446,7 +456,8 @@ def run_video(pipe: Pipeline, video, *, progress: Progress | None = None) -> Non
     progress = progress or pipe.progress
     adapter = pipe.adapter
     before = getattr(adapter, "clip_frames", None)
-    with open_video(str(video), fps=cfg.fps, max_frames=cfg.max_frames, size=decode_size(adapter)) as reader:
+    size = decode_size(adapter, cfg.decode_headroom)
+    with open_video(str(video), fps=cfg.fps, max_frames=cfg.max_frames, size=size) as reader:
         total = expected_frames(getattr(reader, "info", None), cfg.fps, cfg.max_frames)
         planned = getattr(reader, "planned_indices", None)
         # the clip's length, for families that size frames by it (Qwen3-VL, like its stock processor)

@@ -92,3 +92,26 @@ def test_ask_sizes_qwen3_frames_by_the_files_frame_count(tmp_path):
     assert (int(mem.payload[0, P_GH]), int(mem.payload[0, P_GW])) == (h // f, w // f)
     assert a.frame_size(360, 640, 6) != a.frame_size(360, 640)  # not the live policy's size
     assert a.clip_frames is None
+
+
+def test_ask_feeds_the_model_full_size_frames_by_default(tmp_path):
+    """By default nothing is resized at decode time: the tokens of the ask path equal those of the adapter on
+    the file's full-size frames (the stock processors resize once, from the decoded frame)."""
+    import numpy as np
+    import torch
+
+    from streamprune.pipeline import AskConfig, Pipeline, decode_size, run_video
+    from streamprune.readers import open_video
+    from tests.test_pipeline import make_video
+
+    assert AskConfig().decode_headroom is None
+    video = make_video(tmp_path / "v.mp4", n_frames=3, rate=1, size=(360, 640))
+    a = load_model(write_tiny_model("video_llava", tmp_path / "m"), device="cpu")
+    assert decode_size(a, None) is None and decode_size(a, 2.0)(360, 640) != (360, 640)  # the cap would apply
+    pipe = Pipeline(a, AskConfig(budget=4096, memory=8192, fps=1.0, method="window"))
+    run_video(pipe, video)
+    frames = np.stack([f.image for f in open_video(video, fps=1.0)])
+    direct = a.encode(frames, [0.0, 1.0, 2.0])
+    torch.testing.assert_close(pipe.selector.memory.tokens.to(direct.tokens.dtype), direct.tokens, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="decode_headroom"):
+        AskConfig(decode_headroom=0.5)
