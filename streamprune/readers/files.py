@@ -12,6 +12,7 @@ import bisect
 import itertools
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -419,9 +420,45 @@ class VideoReader:
 
 
 # ---------------------------------------------------------------------- decord backend
+def _decord_rgb(arr) -> np.ndarray:
+    """One decord frame -> (h, w, 3) uint8, repairing decord's reading of padded rows.
+
+    decord sizes a frame's array as (height, width, linesize / width), taking FFmpeg's row stride
+    (linesize, padded to the CPU's SIMD alignment: 32 bytes with AVX2, 64 with AVX-512) for
+    width * channels. Whenever the padded stride is a multiple of the width (width 32 under 64-byte
+    alignment: 96 -> 192 bytes; 16, 24 or 48 under 32-byte alignment) the frame comes back as
+    (h, w, 4 / 6 / 12 ...) and get_batch fails its copy check ("from_size == to_size (4608 vs. 2304)").
+    The bytes are all there: each row is linesize bytes, the first 3 * width of them pixels."""
+    a = arr.asnumpy() if hasattr(arr, "asnumpy") else np.asarray(arr)  # any decord bridge
+    if a.ndim != 3 or a.dtype != np.uint8 or a.shape[2] < 3:
+        raise ReaderError(f"decord returned a frame of shape {tuple(a.shape)} ({a.dtype}), not RGB")
+    h, w, c = a.shape
+    if c == 3:
+        return a
+    return np.ascontiguousarray(a.reshape(h, w * c)[:, : 3 * w].reshape(h, w, 3))
+
+
+def _decord_rgb_batch(arr) -> np.ndarray:
+    """A decord batch -> (b, h, w, 3) uint8."""
+    a = arr.asnumpy() if hasattr(arr, "asnumpy") else np.asarray(arr)  # (b, h, w, 3)
+    if a.ndim != 4 or a.shape[3] != 3 or a.dtype != np.uint8:
+        raise ReaderError(f"decord returned a batch of shape {tuple(a.shape)} ({a.dtype}), not RGB")
+    return a
+
+
+def _resize_rgb(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (h, w, 3) with the scaler the PyAV backend uses (swscale, area)."""
+    import av
+
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+    return frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
+
+
 class DecordReader:
     """Same contract as VideoReader on top of decord (batched reads). The file is validated and its
-    rotation read with PyAV first; frames are turned to display orientation here (decord ignores it)."""
+    rotation read with PyAV first; frames come out in display orientation (decord2 3.x rotates by
+    itself, decord 0.6 does not: the first frame tells which) and at the size the PyAV backend gives.
+    Every decord failure is a ReaderError with a one-line reason."""
 
     def __init__(self, path, *, fps=None, max_frames=None, start=None, end=None, max_side=None, size=None,
                  threads: int = 0, batch: int = 32):
@@ -431,50 +468,106 @@ class DecordReader:
             import decord
         except ImportError:
             raise ReaderError("backend='decord' needs decord: pip install decord2 (or decord)") from None
+        self._error = decord.DECORDError
         with VideoReader(path, plan=False) as probe:  # clear errors for bad files; rotation
             self.path, pinfo, self.turns = probe.path, probe.info, probe._turns
+            ref = next(iter(probe), None) if self.turns else None  # display-oriented first frame
         dh, dw = pinfo.height, pinfo.width  # display size
-        try:
-            self.vr = decord.VideoReader(str(self.path), num_threads=threads)
-            self.per_frame = False
-            if self.turns % 2 and dh != dw and tuple(self.vr[0].shape[:2]) == (dh, dw):
-                # this build rotates by itself (decord2 3.x), but its get_batch fails on rotated files
-                self.turns, self.per_frame = 0, True
-            kw = {}
-            if size_fn is not None:
-                th, tw = size_fn(dh, dw)
-                if (th, tw) != (dh, dw):
-                    kw = dict(width=th, height=tw) if self.turns % 2 else dict(width=tw, height=th)
-            if kw:
-                self.vr = decord.VideoReader(str(self.path), num_threads=threads, **kw)
-        except decord.DECORDError as e:
-            raise ReaderError(f"cannot read {self.path.name} with decord: {one_line(e)}") from None
+        th, tw = size_fn(dh, dw) if size_fn is not None else (dh, dw)
+        if th < 1 or tw < 1:
+            raise ReaderError(f"size callback returned an empty size {th}x{tw}")
+        self.target = (int(th), int(tw))  # what the PyAV backend returns: (height, width), display
         self.batch = batch
-        n = len(self.vr)
-        if n == 0:
-            raise ReaderError(f"{self.path.name} has no video frames")
-        self.times = np.asarray(self.vr.get_frame_timestamp(range(n))[:, 0], dtype=np.float64)  # (n,)
+        self.decoded = 0
+        self._next = None  # index the per-frame reader's next() returns
+        with self._decord_errors():
+            self.vr = decord.VideoReader(str(self.path), num_threads=threads)
+            if self.turns and self._rotates_itself(ref.image if ref is not None else None):
+                self.turns = 0
+            if self.target != (dh, dw):  # resize at decode, in the orientation decord hands frames out
+                rh, rw = (tw, th) if self.turns % 2 else (th, tw)
+                self.vr = None
+                self.vr = decord.VideoReader(str(self.path), num_threads=threads, width=rw, height=rh)
+            n = len(self.vr)
+            if n == 0:
+                raise ReaderError(f"{self.path.name} has no video frames")
+            # get_batch copies whole frames and fails on padded rows (see _decord_rgb): read one frame
+            # at a time when the first frame shows them
+            self.per_frame = self._raw_channels(0) != 3
+            self.times = np.asarray(self.vr.get_frame_timestamp(range(n))[:, 0], dtype=np.float64)  # (n,)
+            rate = float(self.vr.get_avg_fps() or 0.0) or pinfo.fps
         self.indices = select_frames(self.times, fps=fps, max_frames=max_frames, start=start, end=end)
-        rate = float(self.vr.get_avg_fps() or 0.0) or pinfo.fps
         self.info = VideoInfo(float(self.times[-1] + (1.0 / rate if rate else 0.0)), rate, dw, dh, n,
                               pinfo.rotation, pinfo.codec, pinfo.pix_fmt)
-        self.decoded = 0
+
+    # ------------------------------------------------------------------ helpers
+    @contextmanager
+    def _decord_errors(self):
+        """DECORDError (a C++ check with its file and line, sometimes a stack) -> one-line ReaderError."""
+        try:
+            yield
+        except self._error as e:
+            raise ReaderError(f"cannot read {self.path.name} with decord: {one_line(e)}") from None
+
+    def _raw_channels(self, k: int) -> int:
+        a = self.vr[k]
+        self._next = k + 1
+        shape = tuple(getattr(a, "shape", ()))
+        return int(shape[2]) if len(shape) == 3 else 0
+
+    def _rotates_itself(self, ref) -> bool:
+        """Whether this decord build applies the display rotation (decord2 3.x) or not (decord 0.6),
+        from its first frame at full size against PyAV's (`ref`, display orientation)."""
+        img = _decord_rgb(self.vr[0])
+        self._next = 1
+        if ref is None:
+            return False
+        turned = np.rot90(img, k=self.turns)
+        if img.shape != turned.shape:  # a quarter turn of a non-square frame: the shape tells
+            return img.shape == ref.shape
+        if img.shape != ref.shape:
+            return False
+        ref = ref.astype(np.int16)  # 180 degrees, or square: the content tells
+        return np.abs(img.astype(np.int16) - ref).mean() <= np.abs(turned.astype(np.int16) - ref).mean()
+
+    def _read(self, idx) -> list[np.ndarray]:
+        """Frames at `idx` (ascending) as decord gives them, rows repaired."""
+        if not self.per_frame:
+            try:
+                batch = self.vr.get_batch(list(map(int, idx)))
+                self._next = None  # where decord stands after a batch is its own business
+                return list(_decord_rgb_batch(batch))
+            except self._error:  # padded rows on a later frame (size change mid-stream): go frame by frame
+                self.per_frame = True
+        out = []
+        for k in map(int, idx):
+            try:
+                a = self.vr.next() if k == self._next else self.vr[k]
+            except (StopIteration, IndexError):
+                raise ReaderError(f"{self.path.name}: decord has no frame {k}") from None
+            self._next = k + 1
+            out.append(_decord_rgb(a))
+        return out
 
     @property
     def planned_indices(self) -> list[int]:
         return self.indices.tolist()
 
     def __iter__(self) -> Iterator[Frame]:
+        if self.vr is None:
+            raise ReaderError(f"{self.path.name}: reader is closed")
+        th, tw = self.target
         for i in range(0, len(self.indices), self.batch):
             idx = self.indices[i:i + self.batch]
-            if self.per_frame:
-                imgs = [self.vr[int(k)].asnumpy()[..., :3] for k in idx]  # (h, w, 4) when rotated
-            else:
-                imgs = self.vr.get_batch(list(map(int, idx))).asnumpy()  # (b, h, w, 3)
+            with self._decord_errors():
+                imgs = self._read(idx)
             self.decoded += len(idx)
-            for j, k in enumerate(idx):
-                img = np.ascontiguousarray(np.rot90(imgs[j], k=self.turns) if self.turns else imgs[j])
-                yield Frame(float(self.times[k]), int(k), img)
+            for img, k in zip(imgs, idx):
+                if self.turns:
+                    img = np.rot90(img, k=self.turns)
+                if img.shape[:2] != (th, tw):  # decord ignored or rounded the requested size
+                    img = _resize_rgb(img, th, tw)
+                yield Frame(float(self.times[k]), int(k), np.ascontiguousarray(img))
 
     def close(self) -> None:
         self.vr = None
