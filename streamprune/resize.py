@@ -82,14 +82,20 @@ def clip_resize(
 def resize_frames(frames, size: tuple[int, int], *, as_uint8: bool = True) -> torch.Tensor:
     """Resize (T, H, W, 3) uint8 RGB frames to `size` = (h, w) with bicubic antialiasing.
 
-    Returns (T, 3, h, w) float32 in [0, 255]. With `as_uint8` the result is rounded and clamped like a
-    uint8 image (what the Hugging Face video processors feed their normalisation)."""
+    Returns (T, 3, h, w) float32 in [0, 255]. With `as_uint8` (uint8 input on the CPU) the resize runs in
+    torch's uint8 kernel, as torchvision's `resize` does for uint8 tensors, so the result is bit-identical
+    to the stock Hugging Face processors' (a float resize rounded to uint8 differs from it by up to 3
+    levels on a few pixels); elsewhere it is a float resize rounded and clamped like a uint8 image."""
     x = torch.as_tensor(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
     if x.ndim != 4 or x.shape[-1] != 3:
         raise ValueError(f"expected frames of shape (T, H, W, 3), got {tuple(x.shape)}")
-    x = x.permute(0, 3, 1, 2).to(torch.float32)  # (T, 3, H, W)
-    if tuple(x.shape[-2:]) != tuple(size):
-        x = F.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False, antialias=True)
+    x = x.permute(0, 3, 1, 2)  # (T, 3, H, W)
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x.to(torch.float32)
+    if as_uint8 and x.dtype == torch.uint8 and x.device.type == "cpu":
+        x = F.interpolate(x.contiguous(), size=tuple(size), mode="bicubic", align_corners=False, antialias=True)
+        return x.to(torch.float32)
+    x = F.interpolate(x.to(torch.float32), size=tuple(size), mode="bicubic", align_corners=False, antialias=True)
     if as_uint8:
         x = x.round_().clamp_(0, 255)
     return x
