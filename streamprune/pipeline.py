@@ -213,7 +213,6 @@ class Pipeline:
         self.blocks = 0
         self.t0: float | None = None
         self.t1: float | None = None
-        self.frame_step: float | None = None  # seconds between sampled frames (for padding a tail block)
         self.timings = {"decode": 0.0, "encode": 0.0, "select": 0.0}
         self.thumbs = _Thumbs(config.thumbnails)
         self.block_of: dict[int, tuple[int, int, tuple[int, int] | None, np.ndarray | None]] = {}
@@ -248,17 +247,14 @@ class Pipeline:
                 self.pending = []
 
     def flush(self) -> None:
-        """Push a partial tail block, padded by repeating its last frame (Qwen's rule for odd frame counts);
-        the padding frame gets the next tick's time, as if it were the next frame."""
+        """Encode a partial tail block (fewer frames than frames_per_block): the adapter pads it like the stock
+        processors do (Qwen: the last frame repeated, with its own time, so Qwen3-VL's timestamp of that
+        temporal patch is the frame's time, as stock computes it from the repeated frame index)."""
         if self.pending:
-            fpb = max(1, int(getattr(self.adapter, "frames_per_block", 1)))
-            last = self.pending[-1]
-            step = self.frame_step or 1.0 / self.config.fps
-            pad = [dataclasses.replace(last, time=last.time + step * (k + 1)) for k in range(fpb - len(self.pending))]
-            self._push_block(self.pending + pad, real=len(self.pending))
+            self._push_block(self.pending)
             self.pending = []
 
-    def _push_block(self, block: list, real: int | None = None) -> None:
+    def _push_block(self, block: list) -> None:
         images = np.stack([f.image for f in block])  # (T, H, W, 3) uint8
         times = [f.time for f in block]
         t = time.perf_counter()
@@ -266,9 +262,8 @@ class Pipeline:
             enc = self.adapter.encode(images, times)
         self.timings["encode"] += time.perf_counter() - t
         first_id = self.tokens_seen
-        real = len(block) if real is None else real
-        self.push_encoded(enc, times[:real])
-        for pos, f in enumerate(block[:real]):
+        self.push_encoded(enc, times)
+        for pos, f in enumerate(block):
             if f.index in self.thumbs.items:
                 self.block_of[f.index] = (first_id, len(enc.tokens), *self._cells(enc, pos, images.shape[1:3]))
         self.block_of = {i: v for i, v in self.block_of.items() if i in self.thumbs.items}
@@ -283,8 +278,6 @@ class Pipeline:
         self.frames_seen += real
         self.blocks += 1
         self.t0 = frame_times[0] if self.t0 is None else self.t0
-        if real > 1:
-            self.frame_step = (frame_times[-1] - frame_times[0]) / (real - 1)
         self.t1 = frame_times[-1]
 
     def _token_view(self, image: np.ndarray) -> np.ndarray:
