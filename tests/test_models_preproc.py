@@ -45,7 +45,7 @@ def test_a_hub_style_preprocessor_config_alone_sets_the_qwen2_vl_pixel_bounds(tm
 
 @pytest.mark.parametrize("hw", SIZES)
 def test_qwen2_frame_rule_equals_transformers(hw):
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as stock
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as stock  # no torchvision
 
     for lo, hi in [(3136, 12845056), (128 * 28 * 28, 768 * 28 * 28), (28 * 28 * 4, 28 * 28 * 16)]:
         assert smart_resize(*hw, factor=28, min_pixels=lo, max_pixels=hi) == stock(*hw, factor=28, min_pixels=lo,

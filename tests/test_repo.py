@@ -70,3 +70,36 @@ def test_dependency_direction():
     for f in ("pipeline.py", "live.py"):
         for name in _imports(ROOT / "streamprune" / f):
             assert not name.startswith(("streamprune.cli", "streamprune.bench")), f"{f} imports {name}"
+
+
+def test_every_lower_bound_is_pinned_in_ci_lowest_constraints():
+    """Each `>=` (or `==`) bound in pyproject.toml is pinned `==` in .ci/lowest.txt, which CI's lowest leg installs."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    reqs = list(project["build-system"]["requires"]) + list(project["project"]["dependencies"])
+    for extra in project["project"]["optional-dependencies"].values():
+        reqs += extra
+    pins = {}
+    for ln in (ROOT / ".ci" / "lowest.txt").read_text().splitlines():
+        ln = ln.split("#")[0].strip()
+        if ln:
+            name, _, version = ln.partition("==")
+            assert version, f".ci/lowest.txt: {ln!r} is not a `name==version` pin"
+            pins[canonicalize_name(name)] = Version(version)
+    checked = 0
+    for r in map(Requirement, reqs):
+        name = canonicalize_name(r.name)
+        if name == "streamprune":
+            continue
+        lows = [Version(s.version) for s in r.specifier if s.operator in (">=", "==")]
+        assert lows, f"pyproject.toml: {r} has no lower bound"
+        assert name in pins, f"{r.name} (lower bound {lows[0]}) is not pinned in .ci/lowest.txt"
+        assert pins[name] == max(lows), f"{r.name}: pyproject lower bound {max(lows)}, .ci/lowest.txt pins {pins[name]}"
+        assert pins[name] in r.specifier, f"{r.name}: .ci/lowest.txt pins {pins[name]}, outside {r.specifier}"
+        checked += 1
+    assert checked >= 15
