@@ -127,13 +127,19 @@ def add_tiny_model(sub) -> None:
     p = sub.add_parser("tiny-model", help="write a tiny random-weight model (for tests and offline smoke runs)")
     p.add_argument("family")
     p.add_argument("out_dir")
+    p.add_argument("--layout", choices=["video", "preprocessor", "nested"], default="video",
+                   help="how the preprocessing settings are stored: video_preprocessor_config.json + "
+                        "preprocessor_config.json (default), only preprocessor_config.json, or one nested "
+                        "processor_config.json (transformers 5)")
+    p.add_argument("--preprocessing", choices=["small", "real"], default="small",
+                   help="small Qwen frames (default, fast) or the real checkpoints' pixel bounds")
     p.set_defaults(func=cmd_tiny_model)
 
 
 def cmd_tiny_model(args) -> int:
     from .models import write_tiny_model
 
-    path = write_tiny_model(args.family, args.out_dir)
+    path = write_tiny_model(args.family, args.out_dir, layout=args.layout, preprocessing=args.preprocessing)
     print(path)
     return 0
 

@@ -29,29 +29,6 @@ def stream(a, imgs, times):
 
 
 @pytest.mark.parametrize("family", LLAVA)
-def test_nothing_pruned_equals_native_transformers(adapters, family):
-    a = adapters[family]
-    assert a.is_tiny and a.frames_per_block == 1
-    imgs, times = clip()
-    mem = stream(a, imgs, times)
-    per = a.tokens_per_frame()
-    assert per == (17 if family == "video_llava" else 4)  # 56px / 14 = 4x4 (+CLS) | pooled to 2x2
-    assert len(mem) == 4 * per
-    native = a.native_inputs(imgs, times, Q)
-    ours = a.build_inputs(mem, Q)
-    assert torch.equal(ours["input_ids"], native["input_ids"])
-    assert torch.equal(ours["position_ids"][0], torch.arange(native["input_ids"].shape[1]))
-    with torch.no_grad():
-        ref = a.model(**native, use_cache=False).logits[0]
-    assert ref.abs().mean() > 0.05
-    torch.testing.assert_close(a.logits(ours), ref, atol=1e-5, rtol=1e-5)
-    gen = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False)
-    with torch.no_grad():
-        ref_ids = a.model.generate(**native, **gen)[0, native["input_ids"].shape[1]:]
-    assert torch.equal(a.generate_ids(mem, Q, **gen), ref_ids)
-
-
-@pytest.mark.parametrize("family", LLAVA)
 def test_pruned_prompt_equals_masked_full_prompt(adapters, family):
     a = adapters[family]
     imgs, times = clip(seed=1)

@@ -130,16 +130,6 @@ class _LlavaBase(Adapter):
 
         return {"video": BaseModelOutputWithPooling(pooler_output=feats[None])}
 
-    def native_inputs(self, images, times, question: str) -> dict:
-        """The model's own standard inputs for the whole clip (pixel_values_videos; positions left to
-        transformers) — the reference for "nothing pruned"."""
-        pix = self.pixel_values(images)
-        pre, post = self.render_prompt(question)
-        n = int(pix.shape[1]) * self.tokens_per_frame() + (self.newline() is not None)
-        ids = torch.tensor(pre + [self.video_token_id] * n + post)[None]
-        return dict(input_ids=ids.to(self.device), attention_mask=torch.ones_like(ids).to(self.device),
-                    pixel_values_videos=pix.to(self.device, self.dtype))
-
 
 class VideoLlavaAdapter(_LlavaBase):
     default_template = (

@@ -299,29 +299,3 @@ class QwenVLAdapter(Adapter):
 
         deep = [(d.to(feats.device, feats.dtype),) for d in extra["deepstack"]]
         return {"video": BaseModelOutputWithDeepstackFeatures(pooler_output=(feats,), deepstack_features=deep)}
-
-    def native_inputs(self, images, times, question: str) -> dict:
-        """The model's own standard inputs for the whole clip (pixel_values_videos, video_grid_thw,
-        mm_token_type_ids; positions left to transformers) — the reference for "nothing pruned"."""
-        pix, grid = self.pixel_inputs(images)
-        pre, post = self.render_prompt(question)
-        n_tok = int(grid[0].prod()) // self.merge**2
-        if self.family == "qwen3_vl":
-            times = torch.as_tensor(times, dtype=torch.float64)
-            per = n_tok // int(grid[0, 0])
-            mid = []
-            for g in range(int(grid[0, 0])):
-                fr = times[g * self.temporal:(g + 1) * self.temporal]
-                stamp = self.tokenizer(f"<{float(fr.mean()):.1f} seconds>", add_special_tokens=False)["input_ids"]
-                mid += stamp + [self.vision_start_id] + [self.video_token_id] * per + [self.vision_end_id]
-        else:
-            mid = [self.video_token_id] * n_tok
-        ids = torch.tensor(pre + mid + post)[None]
-        kw = dict(input_ids=ids.to(self.device), attention_mask=torch.ones_like(ids).to(self.device),
-                  pixel_values_videos=pix.to(self.device, self.dtype), video_grid_thw=grid.to(self.device),
-                  mm_token_type_ids=(2 * (ids == self.video_token_id)).int().to(self.device))
-        if self.family == "qwen2_5_vl":
-            times = torch.as_tensor(times, dtype=torch.float64)
-            dt = float(times[1] - times[0]) if times.numel() > 1 else 1.0
-            kw["second_per_grid_ts"] = torch.tensor([self.temporal * dt], device=self.device)
-        return kw

@@ -66,7 +66,7 @@ def build_tokenizer(family: str):
     specials = _SPECIALS[_kind(family)]
     unk = "<unk>"
     vocab = {unk: 0}
-    for w in specials + _WORDS + list("?.,!:;'\"-0123456789") + ["USER", "ASSISTANT", "user", "assistant",
+    for w in specials + _WORDS + list("?.,!:;'\"-<>0123456789") + ["USER", "ASSISTANT", "user", "assistant",
                                                                   "system"]:
         vocab.setdefault(w, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=unk))
@@ -116,7 +116,7 @@ def tiny_config(family: str, tok, *, hidden: int = 64, layers: int = 2):
                              bos_token_id=None)
             return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **tokens)
         vision = dict(depth=2, hidden_size=32, out_hidden_size=hidden, intermediate_size=64, num_heads=4,
-                      patch_size=14, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
+                      patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
                       deepstack_visual_indexes=[0, 1])
         mrope3 = dict(mrope, mrope_interleaved=True)
         text = _text_cfg(vocab, hidden=hidden, layers=max(layers, 3), head_dim=head_dim, rope_parameters=mrope3,
@@ -163,10 +163,39 @@ def _model_class(config):
     return AutoModelForImageTextToText._model_mapping[type(config)]
 
 
-def write_tiny_model(family: str, out_dir, *, seed: int = 0) -> Path:
-    """Write a tiny random-weight model of `family` to `out_dir` (config, weights, tokenizer); returns the path."""
+LAYOUTS = ("video", "preprocessor", "nested")
+PREPROCESSING = ("small", "real")
+
+_PROCESSOR_CLASS = {"qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor", "qwen3_vl": "Qwen3VLProcessor",
+                    "video_llava": "VideoLlavaProcessor", "llava_onevision": "LlavaOnevisionProcessor",
+                    "llava_next_video": "LlavaNextVideoProcessor"}
+
+
+def write_tiny_model(family: str, out_dir, *, seed: int = 0, layout: str = "video",
+                     preprocessing: str = "small") -> Path:
+    """Write a tiny random-weight model of `family` to `out_dir` (config, weights, tokenizer, chat template and
+    the preprocessing files a hub checkpoint carries); returns the path.
+
+    Both `streamprune.models.load_model(path)` and the stock `AutoProcessor.from_pretrained(path)` load it.
+    `layout` is how the preprocessing settings are stored, as met on the hub:
+
+    - "video": video_preprocessor_config.json (video processor) + preprocessor_config.json (image processor);
+    - "preprocessor": only preprocessor_config.json, the image processor's settings, which the stock loader
+      also uses for videos (as Qwen/Qwen2-VL-2B-Instruct ships it);
+    - "nested": one transformers-5 style processor_config.json {"image_processor": {...},
+      "video_processor": {...}, processor kwargs}.
+
+    The LLaVA families' processor kwargs (patch_size, num_image_tokens, ...) go into processor_config.json in
+    every layout (flat for "video" / "preprocessor", as llava-hf checkpoints ship them).
+    `preprocessing`: "small" (default; small Qwen frames so tests are fast) or "real" (the real checkpoints'
+    pixel bounds: Qwen2/2.5-VL min_pixels 3136, max_pixels 12845056; Qwen3-VL video 4096..25165824 pixels
+    over the whole clip, images 65536..16777216). Mean/std are the real ones in both; the LLaVA towers are
+    56 px in both (the real ones are 224 / 336 / 384, which a tiny tower cannot take)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown tiny family {family!r}; choose one of {', '.join(FAMILIES)}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    pp = preprocessor_configs(family, preprocessing)  # validates `preprocessing` before any work
     out = Path(out_dir)
     tok = build_tokenizer(family)
     config = tiny_config(family, tok)
@@ -178,22 +207,84 @@ def write_tiny_model(family: str, out_dir, *, seed: int = 0) -> Path:
             if p.ndim >= 2:
                 p.normal_(0.0, p[0].numel() ** -0.5)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in ("video_preprocessor_config.json", "preprocessor_config.json", "processor_config.json"):
+        (out / stale).unlink(missing_ok=True)  # a rewrite in another layout leaves no file of the old one
     model.save_pretrained(out)
     tok.save_pretrained(out)
     (out / "chat_template.jinja").write_text(tok.chat_template)
-    (out / "video_preprocessor_config.json").write_text(json.dumps(_tiny_preproc(family), indent=1))
+
+    def dump(name, obj):
+        (out / name).write_text(json.dumps(obj, indent=1))
+
+    if layout == "nested":
+        dump("processor_config.json", {"image_processor": pp["image"], "video_processor": pp["video"],
+                                       **pp["processor"]})
+        return out
+    if layout == "video":
+        dump("video_preprocessor_config.json", pp["video"])
+    dump("preprocessor_config.json", pp["image"])
+    if len(pp["processor"]) > 1:  # more than processor_class: the processor's own kwargs
+        dump("processor_config.json", pp["processor"])
     return out
 
 
-def _tiny_preproc(family: str) -> dict:
-    """Small frames for tiny models: Qwen 2-16 merged tokens per frame side budget; LLaVA the tower's size."""
+def preprocessor_configs(family: str, preprocessing: str = "small") -> dict:
+    """{"image": image processor dict, "video": video processor dict, "processor": processor kwargs with
+    processor_class} of the tiny model of `family`, written without torchvision (plain JSON, hub style)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown tiny family {family!r}; choose one of {', '.join(FAMILIES)}")
+    if preprocessing not in PREPROCESSING:
+        raise ValueError(f"unknown preprocessing {preprocessing!r}; choose one of {', '.join(PREPROCESSING)}")
+    real = preprocessing == "real"
     half = family in ("qwen3_vl", "llava_onevision")
     norm = {"image_mean": list(HALF if half else CLIP_MEAN), "image_std": list(HALF if half else CLIP_STD)}
-    if family.startswith("qwen"):
-        return {"size": {"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 16}, **norm}
+    pclass = _PROCESSOR_CLASS[family]
+    common = {**norm, "processor_class": pclass}
+    if family in ("qwen2_vl", "qwen2_5_vl"):
+        grid = {"patch_size": 14, "temporal_patch_size": 2, "merge_size": 2}
+        lo, hi = (3136, 12845056) if real else (28 * 28 * 4, 28 * 28 * 16)
+        image = {"min_pixels": lo, "max_pixels": hi, **grid, **common, "image_processor_type": "Qwen2VLImageProcessor"}
+        video = {"size": {"shortest_edge": lo, "longest_edge": hi}, **grid, **common,
+                 "video_processor_type": "Qwen2VLVideoProcessor"}
+        return {"image": image, "video": video, "processor": {"processor_class": pclass}}
+    if family == "qwen3_vl":
+        grid = {"patch_size": 16, "temporal_patch_size": 2, "merge_size": 2}
+        # small: bounds on t*h*w of the clip, 4-16 merged tokens per frame for a LIVE_CLIP_FRAMES-frame clip
+        # (the adapter's policy for a stream of unknown length; lead's note: keep this scaling)
+        from .qwen_vl import LIVE_CLIP_FRAMES
+
+        n = LIVE_CLIP_FRAMES
+        v = {"shortest_edge": 4096, "longest_edge": 25165824} if real else {"shortest_edge": 32 * 32 * 4 * n,
+                                                                                "longest_edge": 32 * 32 * 16 * n}
+        i = {"shortest_edge": 65536, "longest_edge": 16777216} if real else dict(v)
+        # the hub's name: AutoVideoProcessor infers the video class from it when only this file exists, and
+        # "Qwen2VLImageProcessor" would give the Qwen2-VL video processor (per-frame pixel bounds)
+        image = {"size": i, **grid, **common, "image_processor_type": "Qwen2VLImageProcessorFast"}
+        video = {"size": v, **grid, **common, "video_processor_type": "Qwen3VLVideoProcessor"}
+        return {"image": image, "video": video, "processor": {"processor_class": pclass}}
+    side = 56  # the tiny towers' image_size
     if family == "llava_onevision":
-        return {"size": {"height": 56, "width": 56}, **norm}
-    return {"size": {"shortest_edge": 56}, "crop_size": {"height": 56, "width": 56}, **norm}
+        size = {"size": {"height": side, "width": side}, "resample": 3}
+        image = {**size, "image_grid_pinpoints": [[side, side]], "do_pad": True, **common,
+                 "image_processor_type": "LlavaOnevisionImageProcessor"}
+        video = {**size, **common, "video_processor_type": "LlavaOnevisionVideoProcessor"}
+        proc = {"num_image_tokens": (side // 14) ** 2, "vision_feature_select_strategy": "full",
+                "vision_aspect_ratio": "anyres_max_9"}
+        return {"image": image, "video": video, "processor": {**proc, "processor_class": pclass}}
+    size = {"size": {"shortest_edge": side}, "crop_size": {"height": side, "width": side}, "do_center_crop": True,
+            "resample": 3}
+    if family == "video_llava":
+        image = {**size, **common, "image_processor_type": "VideoLlavaImageProcessor"}
+        video = {**size, **common, "video_processor_type": "VideoLlavaVideoProcessor"}
+        proc = {"patch_size": 14, "vision_feature_select_strategy": "default", "num_additional_image_tokens": 1}
+        return {"image": image, "video": video, "processor": {**proc, "processor_class": pclass}}
+    # "LlavaNextImageProcessor" would make AutoVideoProcessor infer "LlavaNextVideoProcessor" (the processor
+    # class, which loops back into AutoVideoProcessor) when only this file exists (transformers 5.24)
+    image = {**size, "image_grid_pinpoints": [[side, side]], **common,
+             "image_processor_type": "LlavaNextImageProcessorFast"}
+    video = {**size, **common, "video_processor_type": "LlavaNextVideoVideoProcessor"}
+    proc = {"patch_size": 14, "vision_feature_select_strategy": "default"}
+    return {"image": image, "video": video, "processor": {**proc, "processor_class": pclass}}
 
 
 # ---------------------------------------------------------------- real-size random presets (benches)
