@@ -100,3 +100,30 @@ def write_big(path: Path, *, w=7680, h=4320, n=1) -> Path:
         for p in s.encode():
             c.mux(p)
     return path
+
+
+def write_ts_segments(path: Path, segments, *, rate=10, restart=False) -> Path:
+    """MPEG-TS segments of different frame sizes, concatenated byte for byte (what `cat a.ts b.ts` or an
+    adaptive-bitrate switch gives). segments: [(w, h, n), ...]; frames carry `pattern` numbers that run on
+    across segments. restart=False: timestamps continue across segments; True: each segment restarts at 0."""
+    path = Path(path)
+    data, first = b"", 0
+    for k, (w, h, n) in enumerate(segments):
+        part = path.with_name(f"{path.stem}.seg{k}.ts")
+        with av.open(str(part), "w", format="mpegts") as c:
+            s = c.add_stream("libx264", rate=rate)
+            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+            s.options = {"preset": "ultrafast", "bf": "0"}
+            s.codec_context.time_base = Fraction(1, rate)
+            for i in range(n):
+                f = av.VideoFrame.from_ndarray(pattern(first + i, h, w), format="rgb24")
+                f.pts, f.time_base = (i if restart else first + i), Fraction(1, rate)
+                for p in s.encode(f):
+                    c.mux(p)
+            for p in s.encode():
+                c.mux(p)
+        data += part.read_bytes()
+        part.unlink()
+        first += n
+    path.write_bytes(data)
+    return path

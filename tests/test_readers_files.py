@@ -408,3 +408,146 @@ def test_decord_failures_are_one_line_reader_errors(clip, monkeypatch):
     monkeypatch.setattr(decord.VideoReader, "__init__", boom_init)
     with pytest.raises(ReaderError, match="boom"):
         open_video(clip, backend="decord", max_side=32)
+
+
+# ---------------------------------------------------------------------- any fps, bounded memory
+def _dense_select(times, fps, start=None):
+    """The tick grid built in full: the reference for select_frames' fps rule."""
+    t = np.asarray(times, dtype=np.float64)
+    t0 = t[0] if start is None else start
+    ticks = t0 + np.arange(int(np.floor((t[-1] - t0) * fps + 1e-6)) + 1) / fps
+    right = np.clip(np.searchsorted(t, ticks, side="left"), 0, len(t) - 1)
+    left = np.clip(right - 1, 0, len(t) - 1)
+    return np.unique(np.where(np.abs(t[left] - ticks) <= np.abs(t[right] - ticks), left, right))
+
+
+def test_select_frames_fps_matches_the_dense_tick_grid():
+    rng = np.random.default_rng(0)
+    for trial in range(600):
+        n = int(rng.integers(1, 30))
+        t = [np.sort(rng.uniform(0, 5, n)), np.arange(n) / 29.97, np.sort(rng.integers(0, 40, n) / 8.0)][trial % 3]
+        fps = float(rng.choice([0.3, 1, 3, 7.5, 25, 33, 300, 1e3, 1e4]))  # short and long grids alike
+        assert select_frames(t, fps=fps).tolist() == _dense_select(t, fps).tolist(), (t, fps)
+
+
+def _bounded(fn):
+    import time
+    import tracemalloc
+
+    tracemalloc.start()
+    t = time.perf_counter()
+    try:
+        out = fn()
+        return out, time.perf_counter() - t, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_any_fps_in_memory_bounded_by_the_frames(clip, vdir):
+    ref = [f.index for f in open_video(clip, fps=10)]  # the clip's own rate: every frame
+    for fps in (1e6, 1e12, 1e300):
+        got, secs, peak = _bounded(lambda fps=fps: [f.index for f in open_video(clip, fps=fps)])
+        assert got == ref == list(range(30)) and secs < 10 and peak < 16 << 20, (fps, secs, peak)
+    # 12 frames over two hours (a time-lapse or a mostly still screen recording): 7.2e9 ticks at 1e6 fps
+    long = write_video(vdir / "long.mp4", n=12, pts=[i * 600_000 for i in range(12)], bframes=False)
+    ref = [f.index for f in open_video(long)]
+    assert ref == list(range(12))
+    for fps in (1.0, 1e6, 1e300):
+        got, secs, peak = _bounded(lambda fps=fps: [f.index for f in open_video(long, fps=fps)])
+        assert got == ref and secs < 10 and peak < 16 << 20, (fps, secs, peak)
+    times = np.linspace(0.0, 7200.0, 50)
+    out, secs, peak = _bounded(lambda: select_frames(times, fps=1e6))
+    assert out.tolist() == list(range(50)) and peak < 1 << 20
+    with open_video(long, fps=1e6) as r:
+        assert r.planned_indices == list(range(12))
+
+
+def test_on_the_fly_sampler_takes_any_fps(clip):
+    from streamprune.readers.files import VideoReader
+
+    for fps in (1e6, 1e300, 1.7e308):  # 1.7e308: the tick count overflows a float
+        with VideoReader(clip, fps=fps, plan=False) as r:
+            assert [f.index for f in r] == list(range(30))
+
+
+# ---------------------------------------------------------------------- truncation is not silent
+@pytest.mark.parametrize("ext,codec,opts", [("mp4", "libx264", {"movflags": "+faststart"}), ("avi", "mpeg4", {}),
+                                            ("mkv", "libx264", {})])
+def test_truncated_file_warns_and_says_how_much_was_read(vdir, caplog, ext, codec, opts):
+    full = write_video(vdir / f"whole.{ext}", n=100, w=160, h=120, gop=10, codec=codec, container_options=opts)
+    cut = vdir / f"half.{ext}"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    caplog.set_level(logging.WARNING, logger="streamprune.readers")
+    with open_video(full) as r:
+        assert len(list(r)) == 100
+        assert not r.truncated and r.read_duration == pytest.approx(10.0) and r.stated_duration == pytest.approx(10.0)
+    assert not [m for m in caplog.messages if "truncated" in m]
+    for plan in (True, False):
+        from streamprune.readers.files import VideoReader
+
+        caplog.clear()
+        with VideoReader(cut, plan=plan) as r:
+            got = list(r)
+            assert 0 < len(got) < 100
+            assert r.truncated and r.stated_duration == pytest.approx(10.0)
+            assert r.read_duration is not None and got[-1].time < r.read_duration < 9.0
+        warn = [m for m in caplog.messages if "truncated" in m]
+        assert len(warn) == 1 and "half." in warn[0] and "of the 10.0 s" in warn[0] and "\n" not in warn[0], warn
+
+
+def test_range_inside_the_readable_part_does_not_warn(vdir, caplog):
+    full = write_video(vdir / "whole2.mp4", n=100, gop=10, container_options={"movflags": "+faststart"})
+    spans = packet_spans(full)
+    cut = vdir / "part2.mp4"
+    cut.write_bytes(full.read_bytes()[: spans[60][0]])
+    caplog.set_level(logging.WARNING, logger="streamprune.readers")
+    with open_video(cut, end=3.0) as r:
+        assert len(list(r)) == 30
+    assert not [m for m in caplog.messages if "truncated" in m]
+    with open_video(cut) as r:
+        assert r.truncated and 5.0 <= r.read_duration <= 6.1 and len(list(r)) >= 50
+    assert len([m for m in caplog.messages if "truncated" in m]) == 1
+
+
+# ---------------------------------------------------------------------- not a video file: say what it is
+def test_special_paths_say_what_they_are(vdir):
+    import os
+
+    fifo = vdir / "pipe.mp4"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    (vdir / "folder.mp4").mkdir(exist_ok=True)
+    (vdir / "zero.mp4").write_bytes(b"")
+    cases = {
+        vdir / "folder.mp4": "is a directory",
+        fifo: "not a regular file (a FIFO",
+        vdir / "zero.mp4": "is empty",
+        vdir / "nowhere.mp4": "no such file",
+        vdir / "zero.mp4" / "x.mp4": "no such file",
+    }
+    if os.path.exists("/dev/null"):
+        cases["/dev/null"] = "not a regular file (a character device)"
+    for path, needle in cases.items():
+        with pytest.raises(ReaderError) as e:
+            open_video(path)  # never opens the FIFO: no hang
+        msg = str(e.value)
+        assert needle in msg and "\n" not in msg and "not found" not in msg, (path, msg)
+        with pytest.raises(ReaderError, match=needle.split(" (")[0]):
+            open_source(path)
+
+
+@pytest.mark.parametrize("ext,codec", [("mp4", "libx264"), ("mkv", "libx264"), ("avi", "mpeg4")])
+def test_garbage_mid_file_keeps_both_sides_with_a_warning(vdir, caplog, ext, codec):
+    p = write_video(vdir / f"garbage.{ext}", n=200, w=160, h=120, gop=10, codec=codec)
+    data = bytearray(p.read_bytes())
+    n = len(data)
+    data[n // 2 - n // 10: n // 2 + n // 10] = np.random.default_rng(1).integers(0, 256, 2 * (n // 10),
+                                                                                 dtype=np.uint8).tobytes()
+    p.write_bytes(bytes(data))
+    caplog.set_level(logging.WARNING, logger="streamprune.readers")
+    with open_video(p) as r:
+        got = list(r)
+    idx, times = [f.index for f in got], [f.time for f in got]
+    assert 100 <= len(got) < 200 and idx == sorted(idx) and times == sorted(times)
+    assert times[0] == 0.0 and times[-1] >= 15.0  # the frames after the damage are read too (AVI: renumbered)
+    assert caplog.messages and not [m for m in caplog.messages if "no data" in m]

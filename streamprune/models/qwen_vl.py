@@ -204,13 +204,22 @@ class QwenVLAdapter(Adapter):
 
     # -- kept tokens -> prompt
     def _blocks(self, memory):
-        """Per token: block ordinal b (n,), block temporal index t (n,) from the block times."""
+        """Per token: block ordinal b (n,), block temporal index t (n,) from the block times.
+
+        t is the block's time in temporal patches since the first block, rounded, and strictly increasing
+        (a partial block mid-stream, flushed at a resolution change, sits half a patch off the grid: the
+        blocks after it never share its index)."""
         times = torch.as_tensor(memory.times, dtype=torch.float64).cpu()
         uniq, b = torch.unique(times, return_inverse=True)  # blocks in time order
         dt = memory.payload[:, P_DT].float().cpu()
         dt = float(dt[dt > 0].median()) if bool((dt > 0).any()) else 0.0
         period = self.temporal * dt
-        t = torch.round((uniq - uniq[0]) / period).long() if period > 0 else torch.arange(len(uniq))
+        if period > 0:
+            t = torch.round((uniq - uniq[0]) / period).long()
+            k = torch.arange(len(t))
+            t = k + torch.cummax(t - k, 0).values  # t[k] = max(round, t[k-1] + 1): unchanged on a regular grid
+        else:
+            t = torch.arange(len(uniq))
         return b, t, period
 
     def _layout(self, memory, start: int, positions: str):
@@ -239,10 +248,11 @@ class QwenVLAdapter(Adapter):
         order = np.argsort(bn, kind="stable")  # tokens grouped by block, arrival order inside a block
         groups = [g for g in np.split(order, np.cumsum(np.bincount(bn))[:-1]) if len(g)]
         stamps = self._stamps([f"<{times[g[0]]:.1f} seconds>" for g in groups])
-        span = max(gh, gw)
+        grid_h, grid_w = pl[:, P_GH].long().numpy(), pl[:, P_GW].long().numpy()
         ids, pos, tok, blk = [], [], [], []
         cur = start
         for g, stamp in zip(groups, stamps):
+            span = int(max(grid_h[g].max(), grid_w[g].max()))  # the group's own grid (blocks may differ in size)
             nt, ng = len(stamp) + 1, len(g)
             vs = cur + nt  # first position of the vision group
             ids += stamp + [self.vision_start_id] + [self.video_token_id] * ng + [self.vision_end_id]

@@ -6,9 +6,11 @@ import ctypes
 import logging
 import math
 import os
+import stat
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -45,6 +47,32 @@ class ReaderError(ValueError):
     """A source that cannot be read; the message is one line (the CLI prints it and exits 2)."""
 
 
+def check_file(path) -> Path:
+    """The path of a readable, non-empty regular file, or a one-line ReaderError that says what it is instead
+    (no such file, a directory, a FIFO / device / socket, empty, unreadable)."""
+    p = Path(os.fspath(path)).expanduser()
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise ReaderError(f"no such file: {p}") from None
+    except NotADirectoryError:
+        raise ReaderError(f"no such file: {p} (a parent is not a directory)") from None
+    except OSError as e:
+        raise ReaderError(f"cannot access {p}: {e.strerror or one_line(e)}") from None
+    mode = st.st_mode
+    if stat.S_ISDIR(mode):
+        raise ReaderError(f"{p} is a directory, not a video file")
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+                else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "special")
+        raise ReaderError(f"{p} is not a regular file ({kind}); give a video file, or a stream to `live`")
+    if st.st_size == 0:
+        raise ReaderError(f"{p} is empty (0 bytes)")
+    if not os.access(p, os.R_OK):
+        raise ReaderError(f"{p} is not readable (permission denied)")
+    return p
+
+
 @dataclass(frozen=True)
 class Frame:
     time: float  # seconds from the start of the source (file: stream pts; live: since the first frame)
@@ -71,11 +99,40 @@ def check_sampling(fps, max_frames, start, end) -> None:
         raise ReaderError(f"end ({end}) must be after start ({start})")
 
 
+def _nearest(t: np.ndarray, ticks: np.ndarray) -> np.ndarray:
+    """Index of the frame nearest to each tick (ties: the earlier frame); t sorted."""
+    right = np.clip(np.searchsorted(t, ticks, side="left"), 0, len(t) - 1)
+    left = np.clip(right - 1, 0, len(t) - 1)
+    return np.where(np.abs(t[left] - ticks) <= np.abs(t[right] - ticks), left, right)
+
+
+def _tick_picks(t: np.ndarray, t0: float, fps: float, eps: float) -> np.ndarray:
+    """Unique nearest frames of the ticks t0 + k / fps, k = 0 .. floor((t[-1] - t0) * fps); memory O(len(t)).
+
+    The tick grid is never built when it is longer than the frames: the nearest frame is monotone in the
+    tick, so the ticks that pick frame m are a run starting at the first tick past the midpoint between
+    frames m-1 and m; that tick (found by arithmetic, checked with its neighbours against the exact rule)
+    is the only one that matters. Same picks as the dense grid."""
+    span = (t[-1] - t0) * fps
+    mid = (t[:-1] + t[1:]) / 2  # (n-1,) cell boundaries: ticks in (mid[m-1], mid[m]] pick frame m
+    if not span < 2**52:  # ticks denser than float resolution: every frame whose cell is not empty
+        cells = np.concatenate([[-np.inf], mid]) < np.concatenate([mid, [np.inf]])
+        return np.flatnonzero(cells)
+    n_ticks = max(1, math.floor(span + eps) + 1)  # >= 1: t is not empty
+    if n_ticks <= 4 * len(t) + 64:  # a short grid: build it
+        return np.unique(_nearest(t, t0 + np.arange(n_ticks) / fps))
+    first = np.ceil((mid - t0) * fps)  # (n-1,) about the first tick index of each later frame's cell
+    k = np.concatenate([[0.0, float(n_ticks - 1)], (first[:, None] + np.arange(-1, 2)).ravel()])
+    k = np.unique(np.clip(k, 0, n_ticks - 1).astype(np.int64))  # (<= 3n + 2,)
+    return np.unique(_nearest(t, t0 + k / fps))
+
+
 def select_frames(times: np.ndarray, *, fps=None, max_frames=None, start=None, end=None) -> np.ndarray:
     """Indices (ascending, unique) of the frames to keep among frames at sorted `times` (seconds).
 
-    Range [start, end); `fps`: for each tick start0 + k / fps the nearest frame (ties: the earlier);
-    `max_frames`: at most that many of the remaining frames, spread uniformly (centre of equal bins)."""
+    Range [start, end); `fps`: for each tick start0 + k / fps the nearest frame (ties: the earlier), at most
+    one pick per frame, in memory bounded by the frames whatever the fps; `max_frames`: at most that many of
+    the remaining frames, spread uniformly (centre of equal bins)."""
     times = np.asarray(times, dtype=np.float64)  # (n,)
     eps = 1e-6
     lo = np.searchsorted(times, (start or 0.0) - eps, side="left")
@@ -86,11 +143,7 @@ def select_frames(times: np.ndarray, *, fps=None, max_frames=None, start=None, e
     if fps is not None:
         t = times[lo:hi]
         t0 = t[0] if start is None else float(start)
-        ticks = t0 + np.arange(int(math.floor((t[-1] - t0) * fps + eps)) + 1) / fps  # (k,)
-        right = np.clip(np.searchsorted(t, ticks, side="left"), 0, len(t) - 1)
-        left = np.clip(right - 1, 0, len(t) - 1)
-        pick = np.where(np.abs(t[left] - ticks) <= np.abs(t[right] - ticks), left, right)
-        idx = lo + np.unique(pick)
+        idx = lo + _tick_picks(t, t0, float(fps), eps)
     if max_frames is not None and len(idx) > max_frames:
         idx = idx[((np.arange(max_frames) + 0.5) * len(idx) / max_frames).astype(np.int64)]
     return idx
@@ -120,8 +173,11 @@ class StreamSampler:
             self.next_tick = t
         if t < self.next_tick - self.tol:
             return False
-        k = math.floor((t + self.tol - self.next_tick) / self.step) + 1  # ticks covered by this frame
-        self.next_tick += k * self.step
+        k = (t + self.tol - self.next_tick) / self.step  # ticks covered by this frame, minus one
+        if k < 2**52:
+            self.next_tick += (math.floor(k) + 1) * self.step
+        else:  # a tick grid finer than float resolution (any fps works): the next frame is due
+            self.next_tick = t + self.tol + self.step
         return True
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from .base import (
     Frame,
     ReaderError,
     StreamSampler,
+    check_file,
     check_sampling,
     log,
     one_line,
@@ -61,17 +61,6 @@ class _Plan:
     gop_last_pts: dict  # GOP -> pts of its last packet worth decoding (the rest of the GOP is skipped)
 
 
-def _check_path(path) -> Path:
-    p = Path(os.fspath(path)).expanduser()
-    if not p.exists():
-        raise ReaderError(f"no such file: {p}")
-    if p.is_dir():
-        raise ReaderError(f"is a directory, not a video file: {p}")
-    if p.stat().st_size == 0:
-        raise ReaderError(f"empty file: {p}")
-    return p
-
-
 def _open_container(path: Path):
     import av
 
@@ -89,7 +78,7 @@ class VideoReader:
     def __init__(self, path, *, fps=None, max_frames=None, start=None, end=None, max_side=None, size=None,
                  threads: int = 0, plan: bool = True):
         check_sampling(fps, max_frames, start, end)
-        self.path = _check_path(path)
+        self.path = check_file(path)
         tune_malloc()
         self.fps, self.max_frames, self.start, self.end = fps, max_frames, start, end
         self.size_fn = size_callback(max_side, size)
@@ -112,6 +101,12 @@ class VideoReader:
             self._plan = None
             self._turns = 0
             self._partial = False
+            # truncation: the header's duration (0.0: unknown) against what the file holds (None: not known
+            # before reading it through); `truncated` is True when clearly less than stated could be read
+            self.truncated = False
+            self.stated_duration = 0.0
+            self.read_duration: float | None = None
+            self._warned_truncated = False
             self._scan(plan)  # always: exact frame indices by pts, even when frames fail to decode
             self.info = self._make_info()
         except BaseException:
@@ -139,6 +134,46 @@ class VideoReader:
         w, h = (cc.height, cc.width) if rot % 180 else (cc.width, cc.height)
         return VideoInfo(duration, rate, w, h, frames, rot, cc.name or "", cc.format.name if cc.format else "")
 
+    def _rate(self) -> float:
+        r = self.stream.average_rate or self.stream.guessed_rate or 0
+        return float(r) if r else 0.0
+
+    def _step(self) -> float:
+        r = self._rate()
+        return 1.0 / r if r else 0.0
+
+    def _check_truncation(self, n_read: int, end: float | None, all_end: float | None = None) -> None:
+        """Compare what could be read (n_read frames/packets, ending at `end` seconds) with the container's
+        own count (mp4, mov, avi: exact) or duration (the stream's, else the container's, against `all_end`,
+        where every stream's packets end, when known), and set `truncated`, `stated_duration`, `read_duration`."""
+        s, rate, step = self.stream, self._rate(), self._step()
+        frames = int(s.frames or 0)
+        s_dur = float(s.duration * s.time_base) if s.duration and s.time_base else 0.0
+        c_dur = self.container.duration / 1e6 if self.container.duration else 0.0
+        if end is None:
+            end = n_read * step if step else None
+        self.read_duration = end
+        if frames and rate:
+            self.stated_duration = frames / rate
+            self.truncated = n_read < frames - max(2, frames // 100)
+        elif s_dur or c_dur:
+            self.stated_duration = s_dur or c_dur
+            slack = max(2 * step, 1.0 if not s_dur else 0.25, 0.02 * self.stated_duration)
+            reach = end if s_dur or all_end is None else all_end if end is None else max(end, all_end)
+            self.truncated = reach is not None and reach < self.stated_duration - slack
+        if self.truncated and end is None:
+            self.read_duration = 0.0
+
+    def _warn_truncated(self) -> None:
+        """One warning per reader when the requested range reaches past what the file holds."""
+        if not self.truncated or self._warned_truncated or self.read_duration is None:
+            return
+        if self.end is not None and self.end <= self.read_duration:
+            return
+        self._warned_truncated = True
+        log.warning("%s: only %.1f s of the %.1f s its header states could be read (file truncated or damaged)",
+                    self.path.name, self.read_duration, self.stated_duration)
+
     def _time(self, pts) -> float:
         if self._t0 is None:
             self._t0 = pts
@@ -159,8 +194,23 @@ class VideoReader:
         t0 = self._t0
         stop_after, keys_past_end = (None if self.end is None else self.end), 0
         self._partial = False
+        n_packets, last_pts, prev_dts, to_eof = 0, None, None, sampling  # for the truncation check
+        video = scan.streams.video[0]
+        # only the container's duration to check against (mkv, webm): it covers every stream, so they are read too
+        others = [st for st in scan.streams if st.index != video.index and st.type in ("audio", "video")] \
+            if sampling and not (self.stream.frames or self.stream.duration) else []
+        other_end = None  # seconds (absolute) where the other streams' packets end
         try:
-            for pkt in scan.demux(scan.streams.video[0]):
+            for pkt in scan.demux([video] + others):
+                if pkt.stream.index != video.index:
+                    if pkt.pts is not None and pkt.stream.time_base:
+                        e = float((pkt.pts + (pkt.duration or 0)) * pkt.stream.time_base)
+                        other_end = e if other_end is None else max(other_end, e)
+                    continue
+                if pkt.size or pkt.pts is not None:  # not the demuxer's final flush packet
+                    n_packets += 1
+                    if pkt.pts is not None:
+                        last_pts = pkt.pts if last_pts is None else max(last_pts, pkt.pts)
                 if first is None:
                     try:
                         got = cc.decode(pkt if pkt.size else None)
@@ -178,12 +228,20 @@ class VideoReader:
                     log.debug("%s: packet without pts; sampling on the fly", self.path.name)
                     sampling = False
                     continue
+                if pkt.dts is not None:
+                    if prev_dts is not None and pkt.dts < prev_dts:  # a timestamp reset (concatenated streams)
+                        log.debug("%s: timestamps go back at packet %d; sampling on the fly", self.path.name,
+                                  n_packets)
+                        sampling = False
+                        continue
+                    prev_dts = pkt.dts
                 if t0 is None:
                     t0 = pkt.pts
                 if stop_after is not None and pkt.is_keyframe and (pkt.pts - t0) * tb > stop_after:
                     keys_past_end += 1
                     if keys_past_end == 2:  # everything up to `end` is known (open GOPs included)
                         self._partial = True
+                        to_eof = False
                         break
                 pts_list.append(pkt.pts)
                 keys.append(pkt.is_keyframe)
@@ -192,10 +250,20 @@ class VideoReader:
             error = error or e
         finally:
             scan.close()
+        if to_eof:
+            t_first = self._t0 if self._t0 is not None else t0
+            end = (None if last_pts is None or t_first is None
+                   else float((last_pts - t_first) * self.time_base) + self._step())
+            all_end = None  # every stream's extent, against the container's duration
+            if end is not None and other_end is not None:
+                c_start = self.container.start_time / 1e6 if self.container.start_time is not None \
+                    else float(t_first * self.time_base)
+                all_end = max(float(t_first * self.time_base) + end, other_end) - c_start
+            self._check_truncation(n_packets, end, all_end)
         if first is None:
             why = f": {one_line(error)}" if error is not None else ""
             raise ReaderError(f"{self.path.name}: no decodable video frame{why}")
-        if not pts_list:
+        if not sampling or not pts_list:
             return
         pts_arr = np.asarray(pts_list, dtype=np.int64)  # (n,) decode order
         order = np.sort(pts_arr)
@@ -290,6 +358,7 @@ class VideoReader:
     def _iter_planned(self) -> Iterator[Frame]:
         plan, cc = self._plan, self._configure()
         ks, nk = plan.keep_sorted, len(plan.keep_sorted)
+        self._warn_truncated()
         if not nk:
             return
         index_of = dict(zip(self._order.tolist(), range(len(self._order))))
@@ -382,11 +451,23 @@ class VideoReader:
         sampler = StreamSampler(fps, start=self.start, end=self.end, tol=0.5 / rate if rate else 1e-3)
         if self.start:
             self._seek(int(self.start / self.time_base) + (self.stream.start_time or 0))
+        self._warn_truncated()
         count, returned = 0, 0
+        step = 1.0 / rate if rate else 1e-3
+        offset, last_t = 0.0, None  # timestamps that go back (a reset: concatenated streams) continue instead
         for pkt in itertools.chain(self._packets(), [None]):  # None drains the decoder
             for f in self._decode(cc, pkt):
                 count += 1
-                t = self._time(f.pts) if f.pts is not None else ((count - 1) / rate if rate else 0.0)
+                if f.pts is not None:
+                    t = self._time(f.pts) + offset
+                    if last_t is not None and t < last_t - 1e-6:
+                        log.info("%s: timestamps restart at frame %d (%.2fs); times continue from %.2fs",
+                                 self.path.name, count - 1, t - offset, last_t + step)
+                        offset += last_t + step - t
+                        t = last_t + step
+                else:
+                    t = (count - 1) / rate if rate else 0.0
+                last_t = t
                 if sampler.done(t):
                     return
                 if not sampler.keep(t):
@@ -396,6 +477,9 @@ class VideoReader:
                 returned += 1
                 if self.max_frames is not None and returned >= self.max_frames:
                     return
+        if self.read_duration is None and not self.start:  # read to the end: now the extent is known
+            self._check_truncation(count + self.corrupt_frames, None if last_t is None else last_t + step)
+            self._warn_truncated()
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
@@ -479,6 +563,7 @@ class DecordReader:
         self.target = (int(th), int(tw))  # what the PyAV backend returns: (height, width), display
         self.batch = batch
         self.decoded = 0
+        self.truncated, self.read_duration, self.stated_duration = False, None, 0.0  # not checked with decord
         self._next = None  # index the per-frame reader's next() returns
         with self._decord_errors():
             self.vr = decord.VideoReader(str(self.path), num_threads=threads)
