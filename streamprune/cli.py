@@ -7,8 +7,10 @@ stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+import traceback
 
 from rich.console import Console
 from rich.markup import escape
@@ -18,6 +20,25 @@ err = Console(stderr=True, soft_wrap=True)  # soft_wrap: one-line errors stay on
 
 class UsageError(ValueError):
     """Bad command-line input: printed as one line, exit code 2."""
+
+
+class ArgumentsError(UsageError):
+    """argparse's complaint about the command line (one line instead of usage + message)."""
+
+    def __init__(self, prog: str, detail: str):
+        self.prog, self.detail = prog, detail
+        super().__init__(f"{prog}: {detail} (see `{prog} --help`)")
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors go through main's one error path (one `error:` line, exit 2)."""
+
+    def error(self, message):
+        raise ArgumentsError(self.prog, message)
+
+
+# a question that starts with '-' (e.g. "-5 degrees?") is taken for an option unless it comes after `--`
+DASH_HINT = "a question starting with '-' goes after `--`: streamprune ask VIDEO [options] -- '-question'"
 
 
 # ---------------------------------------------------------------- shared options
@@ -39,14 +60,25 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                         "differ from the stock processor's by a few levels)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    _add_debug(p)
+
+
+def _add_debug(p: argparse.ArgumentParser) -> None:
+    """--debug after the subcommand too (SUPPRESS: it never resets a --debug given before it)."""
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the traceback of an error (and debug logging)")
 
 
 # ---------------------------------------------------------------- ask  (issue 4)
 
 def add_ask(sub) -> None:
-    p = sub.add_parser("ask", help="answer a question about a video file")
+    p = sub.add_parser("ask", help="answer a question about a video file",
+                       epilog="Ctrl-C once stops reading and answers from the frames read so far (the JSON "
+                              "says \"interrupted\": true and the span it covers); twice exits (130). Exit codes: "
+                              "0 answered, 2 bad input (one `error:` line), 130 interrupted. A question starting "
+                              "with '-' goes after `--`: streamprune ask VIDEO [options] -- '-question'.")
     p.add_argument("video")
-    p.add_argument("question")
+    p.add_argument("question", help="the question (one starting with '-' goes after `--`)")
     add_model_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--save-kept", metavar="PNG", default=None, help="write a contact sheet of the kept tokens")
@@ -63,7 +95,10 @@ def _config_kw(args) -> dict:
 def _load_adapter(args):
     from .models import load_model
 
-    if not err.is_terminal:  # weight-loading bars only on a terminal
+    quiet = globals().get("_quiet_transformers")  # the live command's helper, where it exists
+    if quiet is not None:
+        quiet()
+    elif not err.is_terminal:  # weight-loading bars only on a terminal
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -80,23 +115,54 @@ def _progress_bar():
                     console=err, transient=True, disable=not err.is_terminal)
 
 
+def _check_model_options(args) -> None:
+    """--device (parsed and available), --dtype, --attn: one-line errors before anything loads."""
+    from .models.base import _parse_dtype, check_attn, parse_device
+
+    parse_device(args.device)
+    _parse_dtype(args.dtype)
+    check_attn(args.attn)
+
+
+@contextlib.contextmanager
+def _first_interrupt_stops():
+    """While reading: the first Ctrl-C sets the yielded Event (the reader stops and the answer comes from
+    what was read), the next one raises KeyboardInterrupt as usual (exit 130)."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def first(signum, frame):
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        sys.stderr.write("interrupted: answering from the frames read so far (Ctrl-C again to quit)\n")
+        sys.stderr.flush()
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous if not stop.is_set() else signal.default_int_handler)
+
+
 def cmd_ask(args) -> int:
     import json
-    import os
 
-    from .pipeline import AskConfig, Pipeline, run_video
+    from .pipeline import (AskConfig, Pipeline, check_question, check_save_kept, check_video_path, probe_video,
+                           run_video)
 
-    cfg = AskConfig(**_config_kw(args))  # bad budget / method / fps: ValueError before any loading
-    if not os.path.isfile(args.video):
-        raise UsageError(f"video not found: {args.video}")
+    # everything cheap before the model loads: options, question, model options, the video opened and probed
+    cfg = AskConfig(**_config_kw(args))
+    check_question(args.question)
+    _check_model_options(args)
+    video = check_video_path(args.video)
     if args.save_kept is not None:
-        d = os.path.dirname(os.path.abspath(args.save_kept))
-        if not args.save_kept.lower().endswith(".png") or not os.path.isdir(d):
-            raise UsageError(f"--save-kept needs a .png path in an existing folder, got {args.save_kept}")
-    from .readers import open_video
-
-    with open_video(args.video, fps=cfg.fps, max_frames=cfg.max_frames):  # corrupt file: error before the model loads
-        pass
+        check_save_kept(args.save_kept)
+    probe_video(video, cfg)  # corrupt file: error before the model loads
     adapter = _load_adapter(args)
     with _progress_bar() as bar:
         task = bar.add_task("decode + encode + select", total=None)
@@ -104,13 +170,17 @@ def cmd_ask(args) -> int:
         def progress(stage, done, total):
             bar.update(task, completed=done, total=total)
 
-        pipe = Pipeline(adapter, cfg)
+        pipe = Pipeline(adapter, cfg)  # a memory the device cannot hold: refused here
         pipe.warm()
-        run_video(pipe, args.video, progress=progress)
+        with _first_interrupt_stops() as stop:
+            run_video(pipe, video, progress=progress, stop=stop)
         bar.update(task, description="question + generate")
         answer = pipe.ask(args.question)
     if args.save_kept is not None:
         pipe.save_kept(args.save_kept)
+    if answer.interrupted:
+        err.print(f"[yellow]warning:[/yellow] interrupted: answered from {answer.span[0]:.1f}-{answer.span[1]:.1f} s "
+                  f"({answer.frames} frames) of the video", highlight=False)
     if args.json:
         print(json.dumps(answer.to_dict()))
     else:
@@ -145,16 +215,137 @@ def cmd_tiny_model(args) -> int:
 
 
 # ---------------------------------------------------------------- live  (issue 6)
+LIVE_EXIT_CODES = """exit status:
+  0    the source ended: end of the file, a stream closed by its sender, or Ctrl-D at the prompt
+  2    bad input, a source that cannot be opened, or an error while watching (one `error:` line)
+  3    the source was lost before its end (stalled or failed, and reconnecting gave up)
+  130  interrupted (Ctrl-C), after the summary line"""
+
+
 def add_live(sub) -> None:
-    p = sub.add_parser("live", help="watch a webcam or stream; answer questions while it watches")
-    p.add_argument("--source", required=True, help="webcam index, /dev/videoN, rtsp/udp/tcp/http URL, or a file")
+    p = sub.add_parser("live", help="watch a webcam or stream; answer questions while it watches",
+                       description="Watch a webcam, a stream, a named pipe or a file and answer questions while "
+                                   "watching (typed at the prompt, or scripted with --questions). A summary line "
+                                   "on stderr says how it ended.",
+                       epilog=LIVE_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", required=True,
+                   help="webcam index, /dev/videoN, rtsp/udp/tcp/http URL, a named pipe, or a file")
     add_model_options(p)
     p.add_argument("--realtime", action="store_true", help="replay a file at its real speed (drops frames when behind)")
     p.add_argument("--questions", metavar="FILE", default=None,
                    help="scripted questions, lines SECONDS<TAB>question; answers as JSON lines on stdout")
     p.add_argument("--json", action="store_true", help="answers typed at the prompt as JSON lines too")
     p.add_argument("--retry-for", type=float, default=30.0, help="seconds to keep reconnecting a lost source")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for a source to open (a named pipe: for a writer), and without data "
+                        "before it counts as stalled")
     p.set_defaults(func=cmd_live)
+
+
+def _quiet_transformers() -> None:
+    """Keep transformers' own output off stderr while a command runs: no progress bars ("Loading weights"),
+    only its errors (everything with -v/--debug). On a terminal, downloads keep their huggingface_hub bars."""
+    import os
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # transformers' bars, and the hub's too
+    if err.is_terminal and os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "").upper() not in ("1", "ON", "YES", "TRUE"):
+        import huggingface_hub.utils as hub_utils
+
+        hub_utils.enable_progress_bars()  # a first run's multi-GB download says how far it is
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        hf_logging.set_verbosity_error()
+
+
+class OneLineFormatter(logging.Formatter):
+    """Log records as the CLI's own messages: `warning: ...` / `error: ...` on one line; debug and info
+    records (-v) keep their level, logger name and any traceback."""
+
+    def __init__(self):
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno < logging.WARNING:
+            return super().format(record)
+        lines = [ln.strip() for ln in record.getMessage().splitlines() if ln.strip()]
+        return f"{'error' if record.levelno >= logging.ERROR else 'warning'}: {lines[0] if lines else record.name}"
+
+
+class _StatusLine:
+    """One status line on a terminal's stderr, redrawn in place. Everything else printed while it is shown
+    (answers on stdout, warnings, log records from any thread) goes through `printing()`, which clears it
+    first, so that no text is ever appended to it."""
+
+    def __init__(self, console: Console):
+        import threading
+
+        self.console, self.enabled = console, console.is_terminal
+        self.lock = threading.RLock()
+        self.shown = False
+
+    def show(self, text: str) -> None:
+        if not self.enabled:
+            return
+        import shutil
+
+        width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)  # never wraps: \r redraws one line
+        with self.lock:
+            f = self.console.file
+            f.write("\r" + text[:width] + "\x1b[K")
+            f.flush()
+            self.shown = True
+
+    def clear(self) -> None:
+        with self.lock:
+            if self.shown:
+                self.console.file.write("\r\x1b[K")
+                self.console.file.flush()
+                self.shown = False
+
+    @contextlib.contextmanager
+    def printing(self):
+        with self.lock:
+            self.clear()
+            sys.stdout.flush()
+            yield
+
+    @contextlib.contextmanager
+    def logging_through(self):
+        """Log records (any thread) clear the status line first and come out as `warning: ...` lines;
+        Python warnings (warnings.warn) too."""
+        import warnings
+
+        root = logging.getLogger()
+        added = None
+        if not root.handlers:  # called outside main(): warnings would go to logging's last resort
+            added = logging.StreamHandler(sys.stderr)
+            root.addHandler(added)
+        saved = [(h, h.formatter) for h in root.handlers]
+        fmt = OneLineFormatter()
+        for h, _ in saved:
+            h.setFormatter(fmt)
+
+            def emit(record, _orig=h.emit):
+                with self.printing():
+                    _orig(record)
+
+            h.emit = emit  # instance attribute: Handler.handle -> self.emit
+
+        def showwarning(message, category, filename, lineno, file=None, line=None):
+            logging.getLogger("py.warnings").warning("%s: %s", category.__name__, message)
+
+        old_show = warnings.showwarning
+        warnings.showwarning = showwarning
+        try:
+            yield
+        finally:
+            warnings.showwarning = old_show
+            for h, f in saved:
+                h.__dict__.pop("emit", None)
+                h.setFormatter(f)
+            if added is not None:
+                root.removeHandler(added)
 
 
 def _status_text(s) -> str:
@@ -164,17 +355,37 @@ def _status_text(s) -> str:
             f"tok {s.tokens_seen}->{s.tokens_kept} {s.memory_mb:.0f}MB ans {lat}")
 
 
-def cmd_live(args) -> int:
-    import json
+def _live_summary(head: str, s) -> str:
+    return (f"{head}: watched {s.stream_time:.1f} s, {s.processed} frames processed, {s.dropped} dropped, "
+            f"{s.tokens_seen} tokens seen, {s.tokens_kept} kept, {s.answers} answers")
+
+
+def _check_live_source(source, cfg) -> None:
+    """The source checked before the model loads: a webcam that exists, a file that opens and probes."""
     import os
-    import time
 
-    from rich.live import Live
-    from rich.text import Text
+    from .pipeline import check_video_path, probe_video
+    from .readers import is_live_source
+    from .readers.live import check_live_source, is_fifo
 
-    from .live import LiveSession, parse_questions
+    if not isinstance(source, str) or not source.strip():
+        raise UsageError("--source is empty")
+    if is_live_source(source) or is_fifo(source):
+        check_live_source(source)  # no webcam at /dev/video3: said now, not after the model loads
+        return
+    path = source[len("file://"):] if source.startswith("file://") else source
+    if not os.path.exists(path):
+        raise UsageError(f"source not found: {source}")
+    probe_video(check_video_path(path), cfg)  # a folder, an empty or corrupt file: said now
+
+
+def cmd_live(args) -> int:
+    import os
+
+    from .live import parse_questions
     from .pipeline import AskConfig
 
+    # everything cheap before the model loads: options, questions, the source checked (a file probed)
     cfg = AskConfig(**_config_kw(args))
     questions = None
     if args.questions is not None:
@@ -182,46 +393,77 @@ def cmd_live(args) -> int:
             raise UsageError(f"questions file not found: {args.questions}")
         with open(args.questions, encoding="utf-8") as f:
             questions = parse_questions(f.read())
-    if args.retry_for < 0:
-        raise UsageError(f"--retry-for must be >= 0, got {args.retry_for}")
-    from .readers import is_live_source
+    if not args.retry_for >= 0 or args.retry_for == float("inf"):
+        raise UsageError(f"--retry-for must be a number of seconds >= 0, got {args.retry_for}")
+    if not 0 < args.timeout < float("inf"):
+        raise UsageError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    _check_model_options(args)
+    _check_live_source(args.source, cfg)
+    line = _StatusLine(err)
+    with line.logging_through():  # from here on warnings are `warning: ...` lines that clear the status line
+        return _watch(args, cfg, questions, line)
 
-    if not is_live_source(args.source) and not os.path.isfile(args.source):
-        raise UsageError(f"source not found: {args.source}")
+
+def _watch(args, cfg, questions, line: _StatusLine) -> int:
+    """cmd_live once the input is checked: load the model, watch, print the summary; the exit code."""
+    import json
+    import time
+
+    from .live import LiveSession
+
+    _quiet_transformers()
     adapter = _load_adapter(args)
     as_json = args.json or questions is not None
 
     def on_answer(a: dict) -> None:
-        if as_json:
-            print(json.dumps(a), flush=True)
-        elif "error" in a:
-            err.print(f"[red]{escape(a['error'])}[/red]", highlight=False)
-        else:
-            print(f"[{a['span'][0]:.1f}-{a['span'][1]:.1f}s] {a['answer']}", flush=True)
+        with line.printing():
+            if as_json:
+                print(json.dumps(a), flush=True)
+            elif "error" in a:
+                err.print(f"warning: cannot answer {a['question']!r}: {a['error']}", markup=False, highlight=False)
+            else:
+                print(f"[{a['span'][0]:.1f}-{a['span'][1]:.1f}s] {a['answer']}", flush=True)
 
     session = LiveSession(adapter, cfg, args.source, realtime=args.realtime, questions=questions,
-                          on_answer=on_answer, retry_for=args.retry_for)
+                          on_answer=on_answer, retry_for=args.retry_for, timeout=args.timeout)
     interactive = questions is None
     if interactive and err.is_terminal:
-        err.print("watching; type a question and press Enter (Ctrl-C to stop)", highlight=False)
+        err.print("watching; type a question and press Enter (Ctrl-D to finish, Ctrl-C to stop)", highlight=False)
     last = [0.0]
-    with Live(Text(""), console=err, refresh_per_second=4, transient=True, redirect_stdout=False,
-              redirect_stderr=False) as live:
-        def status(s):
-            now = time.monotonic()
-            if now - last[0] >= 0.25:
-                last[0] = now
-                live.update(Text(_status_text(s)))
 
+    def status(s):
+        now = time.monotonic()
+        if now - last[0] >= 0.25:
+            last[0] = now
+            line.show(_status_text(s))
+
+    interrupted = False
+    try:
+        stats = session.run(read_stdin=interactive, status=status if line.enabled else None)
+    except KeyboardInterrupt:  # before the worker started, or again while shutting down
+        interrupted = True
         try:
-            stats = session.run(read_stdin=interactive, status=status if err.is_terminal else None)
+            session.stop(wait=1.0)
         except KeyboardInterrupt:
-            session.stop()
-            stats = session._refresh()
-    ended = "error: " + str(session.error).splitlines()[0] if session.error else "stream ended"
-    err.print(f"{ended}: watched {stats.stream_time:.1f} s, {stats.processed} frames processed, {stats.dropped} dropped, "
-              f"{stats.tokens_seen} tokens seen, {stats.tokens_kept} kept, {stats.answers} answers", highlight=False)
-    return 0
+            pass
+        stats = session._refresh()
+    except Exception:
+        line.clear()
+        if session.opened and not (session.error is not None and session.stats.processed == 0):
+            # an error while watching: the summary of what was watched, then main's one `error:` line
+            err.print(_live_summary("stopped by an error", session._refresh()), markup=False, highlight=False)
+        raise
+    finally:
+        line.clear()
+    reason = stats.end_reason or "stopped"
+    if interrupted or stats.interrupted:
+        head, code = "interrupted", 130
+    elif stats.lost:
+        head, code = f"error: source lost before its end ({reason})", 3
+    else:
+        head, code = reason.split(";")[0], 0  # "stream ended; gave up after retrying" -> "stream ended"
+    err.print(_live_summary(head, stats), markup=False, highlight=False)
+    return code
 
 
 # ---------------------------------------------------------------- bench  (issue 7)
@@ -271,28 +513,86 @@ def cmd_bench(args) -> int:
 
 # ---------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamprune", description=__doc__.splitlines()[0])
+    parser = Parser(prog="streamprune", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (and debug logging)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for add in (add_ask, add_live, add_bench, add_tiny_model):
         add(sub)
     return parser
 
 
+def _one_line(e: BaseException) -> str:
+    """The first non-empty line of the message; the type name for an error the code did not expect."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    msg = lines[0] if lines else ""
+    if isinstance(e, MemoryError):
+        return f"out of memory{': ' + msg if msg else ''}"
+    if isinstance(e, (ValueError, OSError)):
+        return msg or type(e).__name__
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__  # unexpected: say what it was
+
+
+def _unknown_dash_words(argv: list[str], parser) -> list[int]:
+    """Positions of `ask`'s arguments that look like a one-dash word no option knows ("-what"): a question
+    taken for an option (not "--typo", not a negative number, nothing after `--`)."""
+    cmd = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if cmd is None or argv[cmd] != "ask":
+        return []
+    ask = parser._subparsers._group_actions[0].choices["ask"]
+    known = set(ask._option_string_actions) | set(parser._option_string_actions)
+    end = argv.index("--") if "--" in argv else len(argv)
+    return [i for i in range(cmd + 1, end) if argv[i].startswith("-") and not argv[i].startswith("--")
+            and len(argv[i]) > 1 and not argv[i][1:2].isdigit() and argv[i].split("=")[0] not in known]
+
+
+def _dash_question_argv(argv: list[str], e: ArgumentsError, parser) -> list[str] | None:
+    """`ask VIDEO -what`: the question was taken for an unknown option. When it is the only such word,
+    the same command line with it after `--`; else None."""
+    if "--" in argv or "required: question" not in e.detail:
+        return None
+    dash = _unknown_dash_words(argv, parser)
+    if len(dash) != 1:
+        return None
+    i = dash[0]
+    return [*argv[:i], *argv[i + 1:], "--", argv[i]]
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    """The one error path: every failure is one line on stderr (`error: ...`) and exit code 2; an
+    interrupt is exit 130; the traceback only with --debug."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in (argv[: argv.index("--")] if "--" in argv else argv)
     try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except ArgumentsError as e:
+            retry = _dash_question_argv(argv, e, parser)
+            if retry is None:
+                if _unknown_dash_words(argv, parser) and (
+                        "required: question" in e.detail or "unrecognized arguments" in e.detail):
+                    raise UsageError(f"{e}; {DASH_HINT}") from None
+                raise
+            try:
+                args = parser.parse_args(retry)
+            except ArgumentsError:
+                raise UsageError(f"{e}; {DASH_HINT}") from None
+        debug = bool(getattr(args, "debug", False))
+        level = logging.DEBUG if (args.verbose or debug) else logging.WARNING
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
         return int(args.func(args) or 0)
+    except SystemExit:  # --help, or a subcommand's own exit code
+        raise
     except KeyboardInterrupt:
-        err.print("interrupted")
+        if debug:
+            traceback.print_exc()
+        err.print("[red]error:[/red] interrupted", highlight=False)
         return 130
-    except (ValueError, FileNotFoundError, OSError) as e:  # one line, no traceback
-        if args.verbose:
-            err.print_exception()
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        err.print(f"[red]error:[/red] {escape(msg)}", highlight=False)
+    except Exception as e:  # noqa: BLE001 - the one top-level error path: one line, no traceback
+        if debug:
+            traceback.print_exc()
+        err.print(f"[red]error:[/red] {escape(_one_line(e))}", highlight=False)
         return 2
 
 

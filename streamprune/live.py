@@ -4,6 +4,9 @@ Three threads: capture (the reader; frames are dropped, not queued, when the wor
 (encode + select + answer: the selector is touched by this thread only), and optionally stdin (questions
 typed at the prompt). The memory stays at its fixed size however long the stream runs. Each answer uses
 the memory as it is at that moment and says which stream time span it covers.
+
+Shutdown is ordered: stop() signals, wakes a live reader (whose own thread closes its source), joins the
+capture thread, and only then closes a file reader (never while the capture thread is inside it).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .pipeline import AskConfig, Pipeline, decode_size, rss_mb
+from .readers.base import one_line
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,10 @@ class LiveStats:
     answers: int = 0
     reconnects: int = 0
     block_times: list = field(default_factory=list)  # (wall s, this thread's CPU s) per block (encode + select)
+    end_reason: str | None = None  # "end of file", "stream ended", "interrupted", "end of input", "stopped",
+    #                                "read error: ...", a live reader's reason ("no data for 10s; gave up ...")
+    lost: bool = False            # the source failed before its end (stall, read error, reconnects gave up)
+    interrupted: bool = False     # Ctrl-C (KeyboardInterrupt) ended run()
 
     @property
     def processed_fps(self) -> float:
@@ -78,21 +86,45 @@ class LiveSession:
         self.stats = LiveStats()
         self.keep_block_times = keep_block_times
         self.stop_event = threading.Event()
+        self._finish = threading.Event()  # end as if the source ended (Ctrl-D at the prompt)
         self.error: BaseException | None = None
         self.reader = None
-        self._threads: list[threading.Thread] = []
+        self._capture_thread: threading.Thread | None = None
+        self._close_lock = threading.Lock()
+        self._reader_closed = False
+        self._source_ended = False  # the capture thread reached the end of the reader's iteration
+        self.opened = False  # the source was opened and capture started (run())
         self.live = False
         self.dropped_here = 0  # frames the worker was too slow for (the live reader counts its own)
 
     # -- threads
     def _open(self):
-        from .readers import is_live_source, open_source
+        from .readers import is_live_source, open_live, open_source
+        from .readers.live import is_fifo
 
         cfg = self.pipe.config
         kw = dict(fps=cfg.fps, realtime=self.realtime, size=decode_size(self.pipe.adapter, cfg.decode_headroom))
-        if self.realtime or is_live_source(self.source):  # open_live's reconnect options
+        if self.realtime or is_live_source(self.source) or is_fifo(self.source):  # open_live's reconnect options
             kw.update(timeout=self.timeout, retry_for=self.retry_for)
+        if is_fifo(self.source):  # a named pipe is live: read once, waiting at most `timeout` for a writer
+            return open_live(self.source, **{**kw, "realtime": True})
         return open_source(self.source, **kw)
+
+    def _close_reader(self, wait: float | None = None) -> None:
+        """Close the reader once. Called by the capture thread when it ends (it owns the reader), or by stop()
+        once that thread is gone; a live reader's close() is thread-safe and only waits `wait` s."""
+        with self._close_lock:
+            if self._reader_closed or self.reader is None:
+                return
+            self._reader_closed = True
+        reader = self.reader
+        try:
+            if hasattr(reader, "stats"):  # LiveReader
+                reader.close(wait=wait)
+            else:
+                reader.close()
+        except Exception:  # noqa: BLE001
+            log.debug("reader close failed", exc_info=True)
 
     def _capture(self) -> None:
         try:
@@ -118,20 +150,45 @@ class LiveSession:
                             break
                         except queue.Full:
                             continue
+            else:
+                self._source_ended = not self.stop_event.is_set()
         except Exception as e:  # noqa: BLE001 - reported by run()
             if not self.stop_event.is_set():
                 self.error = e
         finally:
-            self.frames.put(_END)
+            self._close_reader(wait=2.0)  # this thread owns the reader: nobody else is inside it
+            while True:  # the worker may be gone (stopped): never block on a full queue
+                try:
+                    self.frames.put(_END, timeout=0.1)
+                    break
+                except queue.Full:
+                    if self.stop_event.is_set():
+                        break
 
     def _stdin(self) -> None:
+        """Questions typed at the prompt. End of input on a terminal (Ctrl-D) ends the session like the end of
+        the stream; a pipe's end only ends the questions (the stream is watched to its end)."""
         import sys
 
-        for line in sys.stdin:
-            if self.stop_event.is_set():
-                break
-            if line.strip():
-                self.asked.put(line.strip())
+        stream = sys.stdin
+        if stream is None:
+            return
+        try:
+            tty = stream.isatty()
+            for line in stream:
+                if self.stop_event.is_set():
+                    return
+                if line.strip():
+                    self.asked.put(line.strip())
+        except (OSError, ValueError):  # closed or unreadable stdin: no more questions
+            return
+        if tty and not self.stop_event.is_set():
+            log.info("end of input: finishing")
+            self.finish()
+
+    def finish(self) -> None:
+        """End as if the source had ended: pending questions are answered from the memory as it is."""
+        self._finish.set()
 
     # -- answering
     def answer(self, question: str, asked_at: float | None = None, *, at_end: bool = False) -> dict:
@@ -167,7 +224,7 @@ class LiveSession:
 
     def _worker(self, status: Callable[[LiveStats], None] | None) -> None:
         pipe = self.pipe
-        while not self.stop_event.is_set():
+        while not self.stop_event.is_set() and not self._finish.is_set():
             try:
                 fr = self.frames.get(timeout=0.2)
             except queue.Empty:
@@ -207,31 +264,54 @@ class LiveSession:
 
     # -- run
     def run(self, *, read_stdin: bool = False, status: Callable[[LiveStats], None] | None = None) -> LiveStats:
-        """Block until the stream ends (or stop() / Ctrl-C); returns the final stats."""
+        """Block until the stream ends (or finish() / stop() / Ctrl-C); returns the final stats, whose
+        `end_reason`, `lost` and `interrupted` say how it ended. An error of the worker (encode, select,
+        answer) is raised after the ordered shutdown; a source that fails before any frame raises ValueError."""
         self.pipe.warm()
         self.reader = self._open()
         cap = threading.Thread(target=self._capture, name="streamprune-capture", daemon=True)
+        self._capture_thread = cap
         cap.start()
-        self._threads.append(cap)
+        self.opened = True
         if read_stdin:
             threading.Thread(target=self._stdin, name="streamprune-stdin", daemon=True).start()
         try:
             self._worker(status)
         except KeyboardInterrupt:
+            self.stats.interrupted = True
             self.stop_event.set()
+        except BaseException as e:
+            self.stats.end_reason = f"error: {one_line(e)}"
+            raise
         finally:
             self.stop()
-        if self.error is not None and self.stats.processed == 0:
-            raise self.error if isinstance(self.error, ValueError) else ValueError(str(self.error))
-        return self._refresh()
+        s = self._refresh()
+        if s.interrupted:
+            s.end_reason = "interrupted"
+        elif self._finish.is_set():
+            s.end_reason = "end of input"
+        elif self.error is not None:
+            if s.processed == 0:
+                raise self.error if isinstance(self.error, ValueError) else ValueError(one_line(self.error))
+            s.end_reason, s.lost = f"read error: {one_line(self.error)}", True
+        elif hasattr(self.reader, "stats") and self.reader.stats.end_reason not in (None, "closed"):
+            s.end_reason, s.lost = self.reader.stats.end_reason, bool(getattr(self.reader.stats, "lost", False))
+        else:
+            s.end_reason = "end of file" if self._source_ended else "stopped"
+        return s
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 5.0) -> None:
+        """Stop and close the source, in order: signal; wake a live reader (thread-safe close); join the capture
+        thread (at most `wait` s); close the reader only once that thread is gone. Idempotent."""
         self.stop_event.set()
-        close = getattr(self.reader, "close", None)
-        if close is not None:
-            try:
-                close()
-            except Exception:  # noqa: BLE001
-                log.debug("reader close failed", exc_info=True)
-        for th in self._threads:
-            th.join(timeout=2.0)
+        cap = self._capture_thread
+        if self.reader is None:
+            return
+        if cap is not None and cap.is_alive():
+            if hasattr(self.reader, "stats"):  # LiveReader: thread-safe close (its own thread closes the container)
+                self._close_reader(wait=min(wait, 2.0))  # wakes the capture thread waiting for a frame
+            cap.join(wait)
+            if cap.is_alive():  # still inside a read: it closes the reader itself when it returns
+                log.warning("the capture thread did not stop within %gs; left to finish on its own", wait)
+                return
+        self._close_reader(wait=min(wait, 2.0))

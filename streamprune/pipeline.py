@@ -15,6 +15,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import numbers
+import os
+import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,6 +32,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "Qwen/Qwen2-VL-2B-Instruct"
 MIN_MEMORY = 512
+# The most memory tokens AskConfig takes before any model is known (2**24 tokens at the smallest real
+# hidden size, 1536, is about 0.5 TB of selector state); Pipeline then checks the exact need against the
+# memory available on the model's device.
+MAX_MEMORY_TOKENS = 2**24
 MAX_THUMBS = 16
 
 Progress = Callable[[str, int, "int | None"], None]  # (stage, done, total or None)
@@ -38,7 +45,9 @@ Progress = Callable[[str, int, "int | None"], None]  # (stage, done, total or No
 @dataclass
 class AskConfig:
     """What the job does. budget: visual tokens given to the LLM; memory: streaming memory size in tokens
-    (default max(4 * budget, 512)); method: "ours" or a baseline of streamprune.select.METHODS."""
+    (default max(4 * budget, 512); at most MAX_MEMORY_TOKENS = 2**24, and Pipeline refuses one its device
+    cannot hold); method: "ours" or a baseline of streamprune.select.METHODS. Every field is checked here:
+    a wrong type or value is a one-line ValueError."""
 
     budget: int = 1024
     memory: int | None = None
@@ -60,27 +69,61 @@ class AskConfig:
     def __post_init__(self):
         from .select import METHODS
 
-        if not isinstance(self.budget, int) or isinstance(self.budget, bool) or self.budget <= 0:
-            raise ValueError(f"budget must be a positive integer, got {self.budget!r}")
-        if self.memory is None:
-            self.memory = max(4 * self.budget, MIN_MEMORY)
-        if not isinstance(self.memory, int) or self.memory < self.budget:
-            raise ValueError(f"memory ({self.memory!r}) must be an integer >= budget ({self.budget})")
-        if self.method not in METHODS:
+        self.budget = _int_field("budget", self.budget, 1)
+        defaulted = self.memory is None
+        if defaulted:  # 4 x budget, at most the limit below (a budget above it is refused there)
+            self.memory = max(min(4 * self.budget, MAX_MEMORY_TOKENS), self.budget, MIN_MEMORY)
+        self.memory = _int_field("memory", self.memory, 1)
+        if self.memory < self.budget:
+            raise ValueError(f"memory ({self.memory}) must be >= budget ({self.budget})")
+        if self.memory > MAX_MEMORY_TOKENS:
+            what = f"budget {self.budget}" if defaulted else f"memory {self.memory}"
+            raise ValueError(f"{what} tokens is above the limit of {MAX_MEMORY_TOKENS} (2**24) tokens; "
+                             "use a smaller budget / memory")
+        if not isinstance(self.method, str) or self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
-        if not (self.fps > 0 and math.isfinite(self.fps)):
-            raise ValueError(f"fps must be positive, got {self.fps!r}")
-        if self.max_frames is not None and self.max_frames <= 0:
-            raise ValueError(f"max_frames must be positive, got {self.max_frames!r}")
-        if self.alpha is not None and not self.alpha >= 0:
-            raise ValueError(f"alpha must be >= 0, got {self.alpha!r}")
-        if self.mode not in ("resprune", "spare"):
+        self.fps = _real_field("fps", self.fps, positive=True)
+        self.max_frames = _int_field("max_frames", self.max_frames, 1, none_ok=True)
+        self.alpha = _real_field("alpha", self.alpha, none_ok=True)
+        if not isinstance(self.mode, str) or self.mode not in ("resprune", "spare"):
             raise ValueError(f"mode must be resprune or spare, got {self.mode!r}")
-        if self.decode_headroom is not None and not (isinstance(self.decode_headroom, (int, float))
-                                                     and 1.0 <= self.decode_headroom < math.inf):
-            raise ValueError(f"decode_headroom must be None or a number >= 1, got {self.decode_headroom!r}")
-        if self.max_new_tokens <= 0:
-            raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens!r}")
+        if self.decoder_prune is None:
+            self.decoder_prune = False
+        if not isinstance(self.decoder_prune, bool):
+            from .models.decoder_prune import DecoderPruneConfig
+
+            if not isinstance(self.decoder_prune, DecoderPruneConfig):
+                raise ValueError(f"decoder_prune must be True, False or a DecoderPruneConfig, got {self.decoder_prune!r}")
+        self.max_new_tokens = _int_field("max_new_tokens", self.max_new_tokens, 1)
+        self.seed = _int_field("seed", self.seed, 0)
+        self.thumbnails = _int_field("thumbnails", self.thumbnails, 0)
+        if self.decode_headroom is not None:
+            self.decode_headroom = _real_field("decode_headroom", self.decode_headroom)
+            if self.decode_headroom < 1.0:
+                raise ValueError(f"decode_headroom must be None or a number >= 1, got {self.decode_headroom!r}")
+        if not isinstance(self.selector_kw, dict):
+            raise ValueError(f"selector_kw must be a dict, got {type(self.selector_kw).__name__}")
+
+
+def _int_field(name: str, v, lo: int, *, none_ok: bool = False):
+    """An integer option >= lo (numpy integers too; bools, floats, strings, None rejected with ValueError)."""
+    if v is None and none_ok:
+        return None
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+    if v < lo:
+        raise ValueError(f"{name} must be {'positive' if lo == 1 else f'>= {lo}'}, got {v!r}")
+    return int(v)
+
+
+def _real_field(name: str, v, *, positive: bool = False, none_ok: bool = False):
+    """A finite real option (> 0 with positive, else >= 0); NaN, inf, bools, strings, None: ValueError."""
+    if v is None and none_ok:
+        return None
+    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 if positive else v >= 0)
+    if not ok:
+        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}")
+    return float(v)
 
 
 @dataclass
@@ -101,6 +144,7 @@ class Answer:
     budget: int = 0
     memory: int = 0
     decoder_kept: dict = field(default_factory=dict)  # in-decoder stage: {layer: visual tokens after it}
+    interrupted: bool = False            # reading was stopped early (Ctrl-C): the answer covers `span` only
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -206,6 +250,7 @@ class Pipeline:
         self.progress = progress
         fam = getattr(adapter, "family", "")
         self.alpha = config.alpha if config.alpha is not None else default_alpha(fam)
+        check_memory_fits(config, adapter)  # a memory the device cannot hold: refused before any frame
         torch.manual_seed(config.seed)
         self.selector = make_selector(config.method, config.memory, **self._selector_kw())
         self.pending: list = []            # frames waiting for a full block
@@ -217,6 +262,7 @@ class Pipeline:
         self.thumbs = _Thumbs(config.thumbnails)
         self.block_of: dict[int, tuple[int, int, tuple[int, int] | None, np.ndarray | None]] = {}
         self.peak = PeakMemory(getattr(adapter, "device", None))
+        self.interrupted = False           # run_video was stopped before the end of the video
         self.last_final: tuple[torch.Tensor, torch.Tensor] | None = None  # (ids, times) given to the LLM
 
     def _selector_kw(self) -> dict:
@@ -237,9 +283,17 @@ class Pipeline:
         return int(self.selector.tokens_seen)
 
     def push_frames(self, frames: Iterable) -> None:
-        """Encode and select, one block of `adapter.frames_per_block` frames at a time; a partial block waits."""
+        """Encode and select, one block of `adapter.frames_per_block` frames at a time; a partial block waits.
+
+        A frame of another size than the pending ones (a resolution change mid-stream) starts a new block: the
+        pending partial block is flushed first (padded like a stream's end), so every block is encoded at its
+        own size and keeps its frames' own times."""
         fpb = max(1, int(getattr(self.adapter, "frames_per_block", 1)))
         for fr in frames:
+            if self.pending and self.pending[-1].image.shape != fr.image.shape:
+                (h0, w0), (h1, w1) = self.pending[-1].image.shape[:2], fr.image.shape[:2]
+                log.info("frame size changes at %.2fs (%dx%d -> %dx%d): new block", fr.time, w0, h0, w1, h1)
+                self.flush()
             self.thumbs.offer(fr.index, fr.time, self._token_view(fr.image))
             self.pending.append(fr)
             if len(self.pending) == fpb:
@@ -341,6 +395,7 @@ class Pipeline:
             kept_span=(float(times.min()), float(times.max())) if len(sub) else (0.0, 0.0),
             model=str(getattr(self.adapter, "name", getattr(self.adapter, "family", ""))),
             method=cfg.method, budget=cfg.budget, memory=cfg.memory, decoder_kept=decoder_kept,
+            interrupted=bool(self.interrupted),
         )
 
     def decoder_prune_config(self):
@@ -441,8 +496,17 @@ def decode_size(adapter, headroom: float | None = 2.0):
     return size
 
 
-def run_video(pipe: Pipeline, video, *, progress: Progress | None = None) -> None:
-    """Stream a video file through the pipeline (decode timed separately from encode + select)."""
+def _stopped(stop) -> bool:
+    return bool(stop.is_set() if hasattr(stop, "is_set") else stop())
+
+
+def run_video(pipe: Pipeline, video, *, progress: Progress | None = None, stop=None) -> None:
+    """Stream a video file through the pipeline (decode timed separately from encode + select).
+
+    stop: None, a threading.Event or a callable; checked before each frame: once set, reading stops, the
+    frames read so far are kept (a partial block is flushed) and `pipe.interrupted` is True, so the next
+    `pipe.ask` answers from what was seen (Answer.span, Answer.interrupted). Set before the first frame
+    is read, it raises KeyboardInterrupt (nothing to answer from)."""
     from .readers import open_video
 
     cfg = pipe.config
@@ -459,6 +523,10 @@ def run_video(pipe: Pipeline, video, *, progress: Progress | None = None) -> Non
         done = 0
         try:
             while True:
+                if stop is not None and _stopped(stop):
+                    pipe.interrupted = True
+                    log.info("reading stopped after %d frames", done)
+                    break
                 t = time.perf_counter()
                 fr = next(it, None)
                 pipe.timings["decode"] += time.perf_counter() - t
@@ -466,22 +534,163 @@ def run_video(pipe: Pipeline, video, *, progress: Progress | None = None) -> Non
                     break
                 pipe.push_frames([fr])
                 done += 1
+                log.debug("frame %d at %.3f s", done, fr.time)
                 if progress:
                     progress("frames", done, total)
             pipe.flush()  # an odd tail frame is encoded at the clip's size too
         finally:
             adapter.clip_frames = before
     if done == 0:
+        if pipe.interrupted:
+            raise KeyboardInterrupt
         raise ValueError(f"no frames could be read from {video}")
 
 
+def check_question(question) -> str:
+    """The question, or ValueError when it is not a non-empty string."""
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("question must be a non-empty string" + ("" if isinstance(question, str) else
+                                                                  f", got {type(question).__name__}"))
+    return question
+
+
+def check_video_path(video) -> str:
+    """The path of an existing, non-empty regular file (a folder, device, FIFO or socket is refused here,
+    before a reader could block on it); ReaderError (a ValueError) with the reason otherwise."""
+    from .readers import ReaderError
+
+    try:
+        path = os.fsdecode(os.fspath(video))
+    except TypeError:
+        raise ReaderError(f"video must be a file path, got {type(video).__name__}") from None
+    if not path:
+        raise ReaderError("video path is empty")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ReaderError(f"video not found: {path}") from None
+    except OSError as e:
+        raise ReaderError(f"cannot open video {path}: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ReaderError(f"{path} is a folder, not a video file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "FIFO" if stat.S_ISFIFO(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode) else "device"
+        raise ReaderError(f"{path} is a {kind}, not a video file (live sources: `streamprune live --source`)")
+    if st.st_size == 0:
+        raise ReaderError(f"video is empty (0 bytes): {path}")
+    if not os.access(path, os.R_OK):
+        raise ReaderError(f"cannot open video {path}: permission denied")
+    return path
+
+
+def check_save_kept(path) -> str:
+    """A .png path in an existing folder (for save_kept), or ValueError."""
+    p = os.fsdecode(os.fspath(path))
+    d = os.path.dirname(os.path.abspath(p))
+    if not p.lower().endswith(".png") or not os.path.isdir(d):
+        raise ValueError(f"save_kept needs a .png path in an existing folder, got {p}")
+    return p
+
+
+def probe_video(path, config: AskConfig):
+    """Open the video and read its header (no frame decoded) with the config's sampling: a corrupt or
+    unsupported file fails here, before any model loads. Returns the reader's VideoInfo."""
+    from .readers import open_video
+
+    with open_video(str(path), fps=config.fps, max_frames=config.max_frames) as reader:
+        return getattr(reader, "info", None)
+
+
+def available_bytes(device) -> int | None:
+    """Memory free for new tensors on `device`: CUDA free + torch's cached blocks; CPU: MemAvailable
+    (bounded by the cgroup limit when there is one); None when unknown (other devices)."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda":
+        try:
+            free, _ = torch.cuda.mem_get_info(dev)
+            return int(free + torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev))
+        except (RuntimeError, AssertionError):
+            return None
+    if dev.type != "cpu":
+        return None
+    have = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    have = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if have is None:
+        try:
+            have = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    try:  # cgroup v2: a container's limit can be far below the host's MemAvailable
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit != "max":
+            with open("/sys/fs/cgroup/memory.current") as f:
+                have = min(have, int(limit) - int(f.read().strip()))
+    except (OSError, ValueError):
+        pass
+    return max(0, have)
+
+
+def _payload_width(adapter) -> int:
+    """Float columns of a token's payload (Qwen3-VL carries its deepstack features)."""
+    if getattr(adapter, "family", "") == "qwen3_vl":
+        vc = getattr(getattr(adapter, "config", None), "vision_config", None)
+        return 6 + len(getattr(vc, "deepstack_visual_indexes", None) or ()) * int(adapter.hidden_size)
+    return 6
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def check_memory_fits(config: AskConfig, adapter) -> None:
+    """Refuse a memory the adapter's device cannot hold once full (selector.memory_bytes: tokens x hidden
+    size x 4 bytes, plus bases and payload) with the reason and the largest memory that would fit."""
+    from .select import memory_bytes
+
+    d = getattr(adapter, "hidden_size", None)
+    if not isinstance(d, int) or d <= 0:
+        return
+    device = getattr(adapter, "device", None)
+    kw = dict(payload_width=_payload_width(adapter), recycle=bool(config.selector_kw.get("recycle")))
+    need = memory_bytes(config.memory, d, **kw)
+    have = available_bytes(device)
+    if have is None or need <= have:
+        return
+    lo, hi = 0, config.memory  # the largest memory that fits: bisection on the estimate
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if memory_bytes(mid, d, **kw) <= have else (lo, mid - 1)
+    raise ValueError(f"a memory of {config.memory} tokens at hidden size {d} needs about {_gib(need)}, but "
+                     f"{device or 'cpu'} has {_gib(have)} available; use a memory (and budget) of at most {lo} tokens")
+
+
 def ask(video, question: str, *, model=DEFAULT_MODEL, device=None, dtype=None, attn=None,
-        progress: Progress | None = None, save_kept=None, **config) -> Answer:
+        progress: Progress | None = None, save_kept=None, stop=None, **config) -> Answer:
     """Answer `question` about `video` with at most `budget` visual tokens reaching the LLM.
 
-    `model` is a hub id / local folder or an already loaded Adapter; `config` holds AskConfig fields."""
+    `model` is a hub id / local folder or an already loaded Adapter; `config` holds AskConfig fields.
+    Everything cheap is checked before the model loads: the options, the question, the video (opened and
+    probed) and save_kept. `stop` (an Event or callable, see run_video): stop reading early and answer
+    from the frames read so far."""
     cfg = AskConfig(**config)
-    if isinstance(model, str):
+    check_question(question)
+    path = check_video_path(video)
+    if save_kept is not None:
+        check_save_kept(save_kept)
+    if isinstance(model, (str, os.PathLike)):
+        from .models.base import _parse_dtype, check_attn, parse_device
+
+        parse_device(device), _parse_dtype(dtype), check_attn(attn)
+    probe_video(path, cfg)
+    if isinstance(model, (str, os.PathLike)):
         from .models import load_model
 
         adapter = load_model(model, device=device, dtype=dtype, attn_implementation=attn)
@@ -489,7 +698,7 @@ def ask(video, question: str, *, model=DEFAULT_MODEL, device=None, dtype=None, a
         adapter = model
     pipe = Pipeline(adapter, cfg, progress=progress)
     pipe.warm()
-    run_video(pipe, video, progress=progress)
+    run_video(pipe, path, progress=progress, stop=stop)
     answer = pipe.ask(question)
     if save_kept is not None:
         pipe.save_kept(save_kept)

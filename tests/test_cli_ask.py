@@ -139,3 +139,132 @@ def test_ask_decoder_prune_on_a_real_clip_default_max_new_tokens(capsys, request
     assert int(layer) >= 1
     assert 0 < kept < d["tokens_to_llm"]  # ... and dropped visual tokens there (it keeps half)
     assert kept in (d["tokens_to_llm"] // 2, (d["tokens_to_llm"] + 1) // 2)
+
+
+# ---------------------------------------------------------------- one error path (issue 11)
+def test_every_failure_is_one_error_line_exit_2(capsys, monkeypatch):
+    import streamprune.cli as cli
+
+    def boom(args):
+        raise RuntimeError("something deep broke\nsecond line")
+
+    monkeypatch.setattr(cli, "cmd_tiny_model", boom)
+    code, out, err = run(capsys, ["tiny-model", "qwen2_vl", "/tmp/x"])
+    assert code == 2 and err.strip() == "error: RuntimeError: something deep broke" and out == ""
+    code, out, err = run(capsys, ["--debug", "tiny-model", "qwen2_vl", "/tmp/x"])  # the traceback, then the line
+    assert code == 2 and "Traceback" in err and err.strip().endswith("error: RuntimeError: something deep broke")
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_tiny_model", interrupted)
+    code, out, err = run(capsys, ["tiny-model", "qwen2_vl", "/tmp/x"])
+    assert code == 130 and err.strip() == "error: interrupted"
+
+
+def test_argparse_errors_are_one_line(capsys):
+    for argv in ([], ["ask"], ["ask", "v.mp4"], ["nope"], ["ask", "v.mp4", "q", "--budget", "x"]):
+        code, out, err = run(capsys, argv)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: "), (argv, err)
+        assert "usage:" not in err
+
+
+def test_cheap_checks_come_before_the_model_loads(capsys, monkeypatch, clip, tmp_path, tiny_qwen):
+    import streamprune.cli as cli
+
+    def no_load(args):
+        raise AssertionError("the model must not load")
+
+    monkeypatch.setattr(cli, "_load_adapter", no_load)
+    cases = [([str(clip), ""], "question"), ([str(clip), "  "], "question"), ([str(tmp_path), "q"], "folder"),
+             ([str(clip), "q", "--device", "banana"], "device"), ([str(clip), "q", "--attn", "x"], "attention"),
+             ([str(clip), "q", "--dtype", "int3"], "dtype"), (["/dev/null", "q"], "device")]
+    for tail, needle in cases:
+        code, out, err = run(capsys, ["ask", *tail, "--model", str(tiny_qwen)])
+        assert code == 2 and needle in err and "Traceback" not in err, (tail, err)
+
+
+def test_a_question_starting_with_a_dash(capsys, tiny_qwen, clip):
+    base = ["--model", str(tiny_qwen), "--budget", "8", "--max-new-tokens", "2", "--json"]
+    code, out, err = run(capsys, ["ask", str(clip), "-what", *base])  # the only possible question: taken
+    assert code == 0, err
+    assert json.loads(out)["question"] == "-what"
+    code, out, err = run(capsys, ["ask", str(clip), *base, "--", "-5 degrees or -what?"])
+    assert code == 0 and json.loads(out)["question"] == "-5 degrees or -what?"
+    code, out, err = run(capsys, ["ask", str(clip), "-what", "-x", *base])  # ambiguous: say how
+    assert code == 2 and "--" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_budget_the_machine_cannot_hold_is_refused_after_load_before_reading(capsys, monkeypatch, tiny_qwen, clip):
+    import streamprune.pipeline as pl
+
+    monkeypatch.setattr(pl, "available_bytes", lambda device: 2**20)
+    read = []
+    monkeypatch.setattr(pl, "run_video", lambda *a, **k: read.append(1))
+    code, out, err = run(capsys, ["ask", str(clip), "q", "--model", str(tiny_qwen), "--memory", "100000"])
+    assert code == 2 and "available" in err and "at most" in err and read == []
+
+
+# ---------------------------------------------------------------- Ctrl-C (issue 11, item 10)
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory):
+    return make_video(tmp_path_factory.mktemp("v") / "long.mp4", n_frames=600, rate=30)  # 20 s
+
+
+def _sigint_run(tiny_qwen, long_clip, presses: int):
+    """The real CLI in a subprocess; SIGINT once frames are being read (debug log), a second one once the
+    first was acknowledged. Returns (exit code, stdout, stderr)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "streamprune.cli", "-v", "ask", str(long_clip), "Where is the box?",
+                          "--model", str(tiny_qwen), "--fps", "30", "--budget", "8", "--max-new-tokens", "64",
+                          "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines: list[str] = []
+    pump = threading.Thread(target=lambda: lines.extend(p.stderr), daemon=True)
+    pump.start()
+    t0 = time.monotonic()
+
+    def wait_for(text, limit=180.0):
+        while not any(text in ln for ln in list(lines)):
+            assert p.poll() is None, f"exited early: {''.join(lines)[-2000:]}"
+            assert time.monotonic() - t0 < limit, "timed out"
+            time.sleep(0.005)
+
+    try:
+        wait_for("frame 5 at")  # reading has started
+        p.send_signal(signal.SIGINT)
+        if presses == 2:
+            wait_for("interrupted: answering")
+            p.send_signal(signal.SIGINT)
+        out = p.stdout.read()
+        p.wait(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    pump.join(10)
+    return p.returncode, out, "".join(lines)
+
+
+@pytest.mark.slow
+def test_ctrl_c_once_answers_from_what_was_read(tiny_qwen, long_clip):
+    code, out, err = _sigint_run(tiny_qwen, long_clip, 1)
+    assert code == 0, err[-2000:]
+    assert "Traceback" not in err
+    d = json.loads(out)
+    assert d["interrupted"] is True
+    assert 5 <= d["frames"] < 600 and d["span"][0] == 0.0 and d["span"][1] < 19.0
+    assert d["tokens_to_llm"] > 0 and "interrupted: answered from" in err
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_exits_130(tiny_qwen, long_clip):
+    code, out, err = _sigint_run(tiny_qwen, long_clip, 2)
+    assert code == 130, err[-2000:]
+    assert "Traceback" not in err and out == ""
+    assert err.strip().splitlines()[-1] == "error: interrupted"

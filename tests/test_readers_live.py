@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -160,3 +161,150 @@ def test_close_stops_capture(short_clip):
     rest = list(r)  # at most the one frame already in the mailbox; then the iteration ends
     time.sleep(0.2)
     assert len(rest) <= 1 and r.stats.captured == captured < 20
+
+
+# ---------------------------------------------------------------- named pipes (issue 11)
+def _ts_bytes(n=20, rate=10) -> bytes:
+    """n MPEG-TS frames (64x48, mpeg4) in memory: what a writer sends down a named pipe."""
+    import io
+
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mpegts") as c:
+        s = c.add_stream("mpeg4", rate=rate)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(n):
+            img = np.zeros((48, 64, 3), np.uint8)
+            img[..., 1] = (i * 8) % 256
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return buf.getvalue()
+
+
+def _unblock(fifo):
+    """A reader blocked in open(2) on the FIFO (the bug) returns once a writer comes and goes."""
+    import os
+
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass
+
+
+def _in_thread(fn, limit):
+    """fn() in a daemon thread; (finished, result or exception)."""
+    import threading
+
+    out = {}
+
+    def target():
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # noqa: BLE001
+            out["error"] = e
+
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    th.join(limit)
+    return not th.is_alive(), out
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX named pipes and ptys")
+def test_fifo_without_writer_raises_within_timeout(tmp_path):
+    import os
+
+    fifo = tmp_path / "cam.fifo"
+    os.mkfifo(fifo)
+    t0 = time.monotonic()
+    done, out = _in_thread(lambda: open_live(fifo, timeout=1.0), limit=8)
+    elapsed = time.monotonic() - t0
+    if not done:
+        _unblock(fifo)
+    assert done, "open_live blocked on a FIFO without a writer, ignoring timeout"
+    e = out.get("error")
+    assert isinstance(e, ReaderError) and "no writer within 1s" in str(e) and "\n" not in str(e), out
+    assert elapsed < 4
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX named pipes and ptys")
+def test_fifo_with_a_writer_is_read_to_its_end(tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "cam.fifo"
+    os.mkfifo(fifo)
+    data = _ts_bytes(20)
+
+    def writer():
+        time.sleep(0.3)  # the reader is waiting for a writer first
+        with open(fifo, "wb") as f:
+            f.write(data)
+
+    threading.Thread(target=writer, daemon=True).start()
+    done, out = _in_thread(lambda: list(open_live(fifo, fps=None, timeout=5.0, realtime=True)), limit=30)
+    if not done:
+        _unblock(fifo)
+    assert done and "error" not in out, out
+    assert len(out["value"]) >= 15  # newest-frame mailbox: a few may be dropped, never more than sent
+    assert len(out["value"]) <= 20
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX named pipes and ptys")
+def test_fifo_writer_that_stalls_is_lost_after_timeout(tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "cam.fifo"
+    os.mkfifo(fifo)
+    data = _ts_bytes(20)
+    release = threading.Event()
+
+    def writer():
+        with open(fifo, "wb") as f:
+            f.write(data[: len(data) // 2])
+            f.flush()
+            release.wait(20)  # keeps the pipe open, sends nothing more
+
+    threading.Thread(target=writer, daemon=True).start()
+    try:
+        t0 = time.monotonic()
+        def read_all():
+            r = open_live(fifo, fps=None, timeout=1.0)
+            return list(r), r
+
+        done, out = _in_thread(read_all, limit=15)
+        elapsed = time.monotonic() - t0
+    finally:
+        release.set()
+    assert done and "error" not in out, out
+    frames, r = out["value"]
+    assert len(frames) >= 1 and r.stats.lost and "no data for 1s" in r.end_reason
+    assert elapsed < 8
+
+
+def test_lost_flag_tells_a_failure_from_an_end(procs, short_clip):
+    r = open_live(short_clip, realtime=True, fps=5)
+    list(r)
+    assert r.end_reason == "end of file" and not r.stats.lost
+    p, port = start_sender("tcp", 20, 20, "stall")
+    procs.append(p)
+    r = open_live(f"tcp://127.0.0.1:{port}", fps=None, timeout=1.0, retry_for=0.3)
+    list(r)
+    assert r.stats.lost and "no data" in r.end_reason
+
+
+def test_close_returns_within_its_wait_on_a_stalled_source(procs):
+    p, port = start_sender("tcp", 40, 20, "stall")  # 2 s of video, then silence
+    procs.append(p)
+    r = open_live(f"tcp://127.0.0.1:{port}", fps=None, timeout=6.0, retry_for=0.0)
+    next(iter(r))
+    time.sleep(2.5)  # the sender has gone quiet: the capture thread is inside a read (up to 6 s)
+    t0 = time.monotonic()
+    r.close(wait=0.5)
+    assert time.monotonic() - t0 < 1.5
+    t0 = time.monotonic()
+    rest = list(r)  # a closed reader's iteration ends at once (at most the frame already in the mailbox)
+    assert len(rest) <= 1 and time.monotonic() - t0 < 1.0

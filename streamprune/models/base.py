@@ -72,6 +72,61 @@ def _parse_dtype(dtype) -> torch.dtype | None:
     return _DTYPES[str(dtype).lower().removeprefix("torch.")]
 
 
+def parse_device(device, *, allow_meta: bool = False) -> torch.device | None:
+    """A torch.device that this build and machine can use (None stays None: the default device);
+    ModelLoadError with one line for a malformed name ("banana"), a backend this build lacks or a
+    missing device (cuda on a CPU-only build or machine, cuda:7 on a 1-GPU machine)."""
+    if device is None:
+        return None
+    if isinstance(device, int) and not isinstance(device, bool):
+        device = f"cuda:{device}"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ModelLoadError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+    kind = dev.type
+    if kind == "cpu" or (kind == "meta" and allow_meta):
+        return dev
+    if kind == "meta":
+        raise ModelLoadError("device 'meta' holds no weights; use cpu, cuda, cuda:N or mps")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ModelLoadError(f"device {device!r} asked for, but {why}; use --device cpu")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise ModelLoadError(f"device {device!r} asked for, but only {n} CUDA device(s) are visible "
+                                 f"(cuda:0..cuda:{n - 1})")
+        return dev
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ModelLoadError(f"device {device!r} asked for, but MPS is not available; use --device cpu")
+        return dev
+    backend = getattr(torch, kind, None)  # xpu, npu, ...: their own is_available()
+    if backend is None or not hasattr(backend, "is_available") or not backend.is_available():
+        raise ModelLoadError(f"device {device!r} asked for, but it is not available; use cpu or cuda")
+    return dev
+
+
+# attention implementations transformers 5 takes by name (hub kernels "owner/repo" are passed through)
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
+
+
+def check_attn(attn) -> str | None:
+    """The attention implementation name (None: the default, sdpa); ModelLoadError for an unknown one or
+    flash_attention_2 without flash_attn installed."""
+    if attn is None:
+        return None
+    if not isinstance(attn, str) or not attn.strip():
+        raise ModelLoadError(f"attention implementation must be a name, got {attn!r}")
+    if attn not in ATTN_IMPLEMENTATIONS and "/" not in attn:
+        raise ModelLoadError(f"unknown attention implementation {attn!r}; use one of {', '.join(ATTN_IMPLEMENTATIONS)}")
+    if attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ModelLoadError("attn_implementation 'flash_attention_2' asked for but flash_attn is not installed")
+    return attn
+
+
 def adapter_class(model_type: str):
     if model_type not in REGISTRY:
         raise ModelLoadError(f"unsupported architecture {model_type!r}; supported: {', '.join(REGISTRY)}")
@@ -105,6 +160,11 @@ def _check_model_type(name_or_path, model_type) -> None:
                              f"(supported: {', '.join(REGISTRY)})")
 
 
+# what to do next when a hub id cannot be had (offline first run, typo)
+OFFLINE_HINT = ("pass --model DIR with a local checkpoint, or `streamprune tiny-model qwen2_vl DIR` "
+                "for an offline smoke run")
+
+
 def _resolve(name_or_path) -> tuple[str, bool]:
     """(source for from_pretrained, local_files_only); raises ModelLoadError with one line."""
     import json
@@ -129,7 +189,7 @@ def _resolve(name_or_path) -> tuple[str, bool]:
     for local_only in (True, False):
         if not local_only and not _hub_reachable():
             raise ModelLoadError(f"cannot load {raw!r}: not a local folder and not in the Hugging Face cache "
-                                 "(offline?)")
+                                 f"(offline?); {OFFLINE_HINT}")
         try:
             config = AutoConfig.from_pretrained(raw, local_files_only=local_only)
         except ValueError:
@@ -138,7 +198,7 @@ def _resolve(name_or_path) -> tuple[str, bool]:
             continue
         _check_model_type(raw, getattr(config, "model_type", None))
         return raw, local_only
-    raise ModelLoadError(f"cannot load {raw!r}: not found on the Hugging Face hub")
+    raise ModelLoadError(f"cannot load {raw!r}: not found on the Hugging Face hub; {OFFLINE_HINT}")
 
 
 def load_model(name_or_path, *, device=None, dtype=None, attn_implementation=None) -> "Adapter":
@@ -148,26 +208,36 @@ def load_model(name_or_path, *, device=None, dtype=None, attn_implementation=Non
     (flash_attention_2 when asked for and installed)."""
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
-    src, local_only = _resolve(name_or_path)
-    dev = torch.device(device) if device is not None else default_device()
+    dev = parse_device(device) or default_device()  # cheap checks first: no file is read for a bad option
     dt = _parse_dtype(dtype) or default_dtype(dev)
-    attn = attn_implementation or "sdpa"
-    if attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
-        raise ModelLoadError("attn_implementation 'flash_attention_2' asked for but flash_attn is not installed")
+    attn = check_attn(attn_implementation) or "sdpa"
+    src, local_only = _resolve(name_or_path)
     try:
         model = AutoModelForImageTextToText.from_pretrained(src, dtype=dt, attn_implementation=attn,
                                                             local_files_only=local_only)
         tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=local_only)
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"cannot load {name_or_path!r}: {str(e).splitlines()[0][:200]}") from None
+    except Exception as e:  # noqa: BLE001 - OSError, ValueError, SafetensorError (truncated weights), ...
+        raise ModelLoadError(f"cannot load {name_or_path!r}: {_first_line(e)}") from None
+    if not tokenizer("a video", add_special_tokens=False)["input_ids"]:  # transformers builds one with no files
+        raise ModelLoadError(f"cannot load {name_or_path!r}: its tokenizer has no vocabulary (tokenizer.json / "
+                             "vocab files missing?)")
     cls = adapter_class(model.config.model_type)
     config = model.config
-    model = model.to(dev).eval()
+    try:
+        model = model.to(dev).eval()
+    except RuntimeError as e:  # torch.OutOfMemoryError too
+        raise ModelLoadError(f"cannot load {name_or_path!r} onto {dev}: {_first_line(e)}") from None
     from .tiny import TINY_MARKER
 
     is_tiny = bool(getattr(config, TINY_MARKER, False))
     return cls(model, tokenizer, name=str(name_or_path), is_tiny=is_tiny, template=_find_template(src, tokenizer),
                source=src)
+
+
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message (its type name when it has none)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return (f"{lines[0][:limit]}" if lines else "") or type(e).__name__
 
 
 def _find_template(src: str, tokenizer) -> str | None:

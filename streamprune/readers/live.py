@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import errno
 import os
+import select
+import stat
 import sys
 import threading
 import time
@@ -31,6 +33,7 @@ class LiveStats:
     reconnects: int = 0
     captured: int = 0  # frames decoded from the source
     end_reason: str | None = None  # why the iteration ended (None while running)
+    lost: bool = False  # ended by a failure (stall, read error) rather than its end or close()
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class _Target:
     options: dict
     kind: str  # "webcam", "url", "file"
     label: str
+    fifo: bool = False  # a named pipe (kind "file"): opened without blocking, waits for a writer
 
 
 def _resolve(source, options) -> _Target:
@@ -67,24 +71,87 @@ def _resolve(source, options) -> _Target:
         raise ReaderError(f"no such file: {p}")
     if p.is_dir():
         raise ReaderError(f"is a directory, not a video file: {p}")
-    return _Target(str(p), None, opts, "file", p.name)
+    return _Target(str(p), None, opts, "file", p.name, fifo=is_fifo(p))
 
 
-def _open(target: _Target, timeout: float):
-    """av.open with bounded waiting; ReaderError (one line) on failure."""
+def check_live_source(source) -> None:
+    """What can be checked without opening: a webcam device that exists, a file or named pipe that exists
+    (not a folder); ReaderError otherwise. A URL is only checked by opening it."""
+    _resolve(source, None)
+
+
+def is_fifo(path) -> bool:
+    """True for a named pipe (or /dev/stdin on a pipe); False for anything else, an int webcam index included."""
+    if not isinstance(path, (str, os.PathLike)):
+        return False
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def _wait_for_writer(target: _Target, timeout: float, said: float) -> int:
+    """Open a FIFO without blocking and wait up to `timeout` s for a writer's first bytes; the fd (still
+    non-blocking, so that PyAV's read timeout applies to stalls too) or ReaderError."""
+    try:
+        fd = os.open(target.url, os.O_RDONLY | os.O_NONBLOCK)  # never blocks, writer or not
+    except OSError as e:
+        raise ReaderError(f"cannot open {target.label}: {one_line(e)}") from None
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        events = poller.poll(max(timeout, 0.0) * 1000)  # Linux: no POLLHUP before a writer came
+        if not events:
+            raise ReaderError(f"{target.label}: no writer within {said:g}s (a named pipe nobody writes to)")
+        if not events[0][1] & select.POLLIN:
+            raise ReaderError(f"{target.label}: the writer closed the named pipe without sending data")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class _Source:
+    """An open container and, for a named pipe, the file descriptor under it (closed after the container)."""
+
+    def __init__(self, container, fd: int | None = None):
+        self.container, self.fd = container, fd
+
+    def close(self) -> None:
+        try:
+            if self.container is not None:
+                self.container.close()
+        finally:
+            self.container = None
+            if self.fd is not None:
+                fd, self.fd = self.fd, None
+                os.close(fd)
+
+
+def _open(target: _Target, timeout: float, said: float | None = None) -> _Source:
+    """av.open with bounded waiting (a named pipe included); ReaderError (one line) on failure. `said`: the
+    timeout the messages name (the caller's whole budget; `timeout` may be what is left of it)."""
     import av
 
+    said = timeout if said is None else said
+    fd = _wait_for_writer(target, timeout, said) if target.fifo else None
+    url = target.url if fd is None else f"pipe:{fd}"
     try:
-        c = av.open(target.url, format=target.format, options=target.options, timeout=(timeout, timeout),
+        c = av.open(url, format=target.format, options=target.options, timeout=(timeout, timeout),
                     metadata_errors="ignore")
-    except av.error.ExitError:
-        raise ReaderError(f"{target.label}: no answer within {timeout:g}s") from None
-    except (av.error.FFmpegError, OSError, ValueError) as e:
-        raise ReaderError(f"cannot open {target.label}: {one_line(e)}") from None
+    except BaseException as e:
+        if fd is not None:
+            os.close(fd)
+        if isinstance(e, av.error.ExitError):
+            raise ReaderError(f"{target.label}: no answer within {said:g}s") from None
+        if isinstance(e, (av.error.FFmpegError, OSError, ValueError)):
+            raise ReaderError(f"cannot open {target.label}: {one_line(e)}") from None
+        raise
+    src = _Source(c, fd)
     if not c.streams.video:
-        c.close()
+        src.close()
         raise ReaderError(f"{target.label} has no video stream")
-    return c
+    return src
 
 
 def _refused(e: ReaderError) -> bool:
@@ -130,7 +197,7 @@ class LiveReader:
         while True:
             left = deadline - time.monotonic()
             try:
-                return _open(self.target, max(left, 0.1))
+                return _open(self.target, max(left, 0.1), self.timeout)
             except ReaderError as e:
                 if self.target.kind != "url" or not _refused(e) or time.monotonic() + delay > deadline:
                     raise
@@ -138,7 +205,7 @@ class LiveReader:
             delay = min(delay * 2, 0.5)
 
     def _run(self) -> None:
-        c, reason = self._container, "stopped"
+        src, reason, lost = self._container, "stopped", False
         sampler = StreamSampler(self.fps)
         wall0 = None  # monotonic time of the first frame
         offset = 0.0  # source-time offset of the current connection
@@ -146,6 +213,7 @@ class LiveReader:
         last_t = -1.0
         try:
             while not self._stop.is_set():
+                c = src.container
                 try:
                     stream = c.streams.video[0]
                     stream.thread_type = "AUTO"
@@ -171,34 +239,41 @@ class LiveReader:
                                 break
                         last_t = t
                         self._captured(frame, t, sampler)
-                    reason = "end of file" if self.target.kind == "file" else "stream ended"
+                    reason, lost = ("end of file" if self.target.kind == "file" else "stream ended"), False
                 except Exception as e:  # noqa: BLE001 - any read error: reconnect or end
                     stalled = type(e).__name__ == "ExitError"  # PyAV's read timeout fired
                     reason = f"no data for {self.timeout:g}s" if stalled else f"read error: {one_line(e)}"
-                c.close()
-                c = None
+                    lost = True  # a failure, not the source's own end (EOF)
+                src.close()
+                src = None
                 if self._stop.is_set():
-                    reason = "closed"
+                    reason, lost = "closed", False
                     break
                 if self.target.kind == "file":
                     break
-                c = self._reconnect(reason)
-                if c is None:
-                    reason = f"{reason}; gave up after retrying for {self.retry_for:g}s"
+                src = self._reconnect(reason)
+                if src is None:
+                    if self._stop.is_set():
+                        reason, lost = "closed", False
+                    else:
+                        reason = f"{reason}; gave up after retrying for {self.retry_for:g}s"
                     break
                 t0 = None
                 with self._cv:
                     self.stats.reconnects += 1
                 log.info("%s: reconnected (%d)", self.target.label, self.stats.reconnects)
         finally:
-            if c is not None:
-                c.close()
+            if src is not None:
+                src.close()
             with self._cv:
                 self.stats.end_reason = reason
+                self.stats.lost = lost
                 self._ended = True
                 self._cv.notify_all()
-            if reason not in ("closed", "end of file"):
-                log.warning("%s: live source ended: %s", self.target.label, reason)
+            if lost:
+                log.warning("%s: live source lost: %s", self.target.label, reason)
+            elif reason not in ("closed", "end of file"):
+                log.info("%s: live source ended: %s", self.target.label, reason)
 
     def _captured(self, frame, t: float, sampler: StreamSampler) -> None:
         with self._cv:
@@ -238,7 +313,7 @@ class LiveReader:
 
     def __next__(self) -> Frame:
         with self._cv:
-            while self._slot is None and not self._ended:
+            while self._slot is None and not self._ended and not self._stop.is_set():
                 self._cv.wait(0.5)
             if self._slot is None:
                 raise StopIteration
@@ -251,13 +326,16 @@ class LiveReader:
         with self._cv:
             return replace(self.stats)
 
-    def close(self) -> None:
-        """Stop capturing; waits at most `timeout` (+1 s) for a blocked read to give up."""
+    def close(self, wait: float | None = None) -> None:
+        """Stop capturing; waits at most `wait` s (default `timeout` + 1 s) for a blocked read to give up.
+
+        Safe from any thread: the capture thread closes the source itself, so a read in progress is never
+        pulled from under it (a wait that expires leaves it to finish on its own)."""
         self._stop.set()
         with self._cv:
             self._cv.notify_all()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(self.timeout + 1.0)
+            self._thread.join(self.timeout + 1.0 if wait is None else max(wait, 0.0))
 
     def __enter__(self):
         return self

@@ -15,7 +15,7 @@ from .baselines import (DedupSelector, DivPruneSelector, DPPSelector, L2Selector
 from .greedy import select_subspace
 from .recycle import density_peak_merge
 from .relevance import RESPRUNE_ALPHA, default_alpha, question_select, text_relevance
-from .streaming import Memory, StreamingSelector, final_select
+from .streaming import Memory, StreamingSelector, final_select, memory_bytes
 
 METHODS = ("ours", "uniform", "random", "l2", "divprune", "dpp", "dedup", "offline", "window")
 _CLASSES = {"ours": StreamingSelector, "uniform": UniformSelector, "random": RandomSelector,
@@ -48,5 +48,5 @@ def make_selector(method: str, budget: int, **kw) -> Selector:
 
 __all__ = ["METHODS", "Memory", "Selector", "StreamingSelector", "make_selector", "select_subspace",
            "question_select", "text_relevance", "density_peak_merge", "final_select", "default_alpha",
-           "RESPRUNE_ALPHA", "UniformSelector", "RandomSelector", "L2Selector", "DivPruneSelector",
+           "RESPRUNE_ALPHA", "memory_bytes", "UniformSelector", "RandomSelector", "L2Selector", "DivPruneSelector",
            "DPPSelector", "DedupSelector", "OfflineSelector", "WindowSelector"]

@@ -207,22 +207,31 @@ class StreamingSelector:
             self._payload = torch.zeros(0, *self._payload_shape, dtype=payload.dtype, device=self.device)
 
     def _grow(self, need: int):
+        """Room for `need` token slots. Buffers grow geometrically as the memory fills (doubling from 64
+        rows), capped at budget + 64 (a block's picks before eviction) unless more is needed: a huge
+        budget costs nothing until tokens arrive. An allocation the machine refuses is a ValueError."""
         if need <= self._cap:
             return
-        new = max(need, self.budget + 64, 2 * self._cap)
+        new = max(need, min(max(2 * self._cap, 64), self.budget + 64))
         extra = new - self._cap
 
         def pad(t, fill):
             return torch.cat([t, torch.full((extra, *t.shape[1:]), fill, dtype=t.dtype, device=t.device)])
 
-        self._raw, self._sw, self._mass = pad(self._raw, 0), pad(self._sw, 0), pad(self._mass, 0)
-        self._use = pad(self._use, 0)
-        self._times, self._ids, self._alive = pad(self._times, 0), pad(self._ids, -1), pad(self._alive, False)
-        self._score = pad(self._score, math.inf)
-        if self._out is not None:
-            self._out = pad(self._out, 0)
-        if self._payload is not None:
-            self._payload = pad(self._payload, 0)
+        try:  # all new buffers first, so a refused allocation leaves the state as it was
+            grown = {"_raw": pad(self._raw, 0), "_sw": pad(self._sw, 0), "_mass": pad(self._mass, 0),
+                     "_use": pad(self._use, 0), "_times": pad(self._times, 0), "_ids": pad(self._ids, -1),
+                     "_alive": pad(self._alive, False), "_score": pad(self._score, math.inf)}
+            if self._out is not None:
+                grown["_out"] = pad(self._out, 0)
+            if self._payload is not None:
+                grown["_payload"] = pad(self._payload, 0)
+        except RuntimeError as e:  # torch.OutOfMemoryError is one too
+            raise ValueError(f"out of memory growing the token memory to {new} slots of dimension {self.d} on "
+                             f"{self.device} ({str(e).strip().splitlines()[0][:120] if str(e).strip() else 'refused'}); "
+                             f"use a smaller budget") from None
+        for k, v in grown.items():
+            setattr(self, k, v)
         self._seg_of += [None] * extra
         self._cap = new
 
@@ -476,6 +485,18 @@ class StreamingSelector:
     @property
     def n_segments(self) -> int:
         return len(self._segments)
+
+
+def memory_bytes(budget: int, d: int, *, payload_width: int = 0, recycle: bool = False) -> int:
+    """Upper estimate of the bytes a StreamingSelector of `budget` tokens of dimension `d` holds once its
+    memory is full: per slot (budget + 64 of them) the float32 token (twice with recycling), the payload
+    row and the bookkeeping; the segments' bases S (r, d) and Q (d, r) float32 with doubling slack, and
+    their float64 Gram inverses (sum of r^2 <= budget * min(budget, d)). The baselines hold less."""
+    k, d, pw = check_budget(budget), int(d), max(0, int(payload_width))
+    rows = k + 64
+    per_row = 4 * d * (2 if recycle else 1) + 4 * pw + 8 * 6 + 4 + 1  # + sw, mass, use, times, ids, score, alive
+    bases = 2 * 2 * 4 * d * k + 8 * k * min(k, d)
+    return rows * per_row + bases
 
 
 def final_select(memory: Memory, k, relevance=None, *, mode: str = "resprune", alpha: float = 0.3,
