@@ -580,7 +580,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"{e}; {DASH_HINT}") from None
         debug = bool(getattr(args, "debug", False))
         level = logging.DEBUG if (args.verbose or debug) else logging.WARNING
-        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+        handler = logging.StreamHandler()
+        handler.setFormatter(OneLineFormatter())  # warnings in one style: `warning: ...` on one line
+        logging.basicConfig(level=level, handlers=[handler])
         return int(args.func(args) or 0)
     except SystemExit:  # --help, or a subcommand's own exit code
         raise

@@ -17,7 +17,6 @@ import logging
 import math
 import numbers
 import os
-import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -145,6 +144,7 @@ class Answer:
     memory: int = 0
     decoder_kept: dict = field(default_factory=dict)  # in-decoder stage: {layer: visual tokens after it}
     interrupted: bool = False            # reading was stopped early (Ctrl-C): the answer covers `span` only
+    truncated: dict | None = None        # the file held less than its header states: {read_s, stated_s}
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -263,6 +263,7 @@ class Pipeline:
         self.block_of: dict[int, tuple[int, int, tuple[int, int] | None, np.ndarray | None]] = {}
         self.peak = PeakMemory(getattr(adapter, "device", None))
         self.interrupted = False           # run_video was stopped before the end of the video
+        self.truncated: dict | None = None  # run_video read a file shorter than its header says
         self.last_final: tuple[torch.Tensor, torch.Tensor] | None = None  # (ids, times) given to the LLM
 
     def _selector_kw(self) -> dict:
@@ -395,7 +396,7 @@ class Pipeline:
             kept_span=(float(times.min()), float(times.max())) if len(sub) else (0.0, 0.0),
             model=str(getattr(self.adapter, "name", getattr(self.adapter, "family", ""))),
             method=cfg.method, budget=cfg.budget, memory=cfg.memory, decoder_kept=decoder_kept,
-            interrupted=bool(self.interrupted),
+            interrupted=bool(self.interrupted), truncated=self.truncated,
         )
 
     def decoder_prune_config(self):
@@ -468,9 +469,10 @@ def expected_frames(info, fps: float, max_frames: int | None) -> int | None:
     n = getattr(info, "frames", None)
     est = None
     if dur and dur > 0:
-        est = max(1, int(math.floor(dur * fps + 1e-6)))
+        ticks = dur * fps
+        est = max(1, int(math.floor(ticks + 1e-6))) if ticks < 2**62 else None  # any fps: no float overflow
         if n:
-            est = min(est, int(n))
+            est = int(n) if est is None else min(est, int(n))
     elif n:
         est = int(n)
     if max_frames is not None:
@@ -538,6 +540,9 @@ def run_video(pipe: Pipeline, video, *, progress: Progress | None = None, stop=N
                 if progress:
                     progress("frames", done, total)
             pipe.flush()  # an odd tail frame is encoded at the clip's size too
+            if getattr(reader, "truncated", False):  # the reader has warned; the answer says so too
+                pipe.truncated = {"read_s": float(reader.read_duration or 0.0),
+                                  "stated_s": float(reader.stated_duration or 0.0)}
         finally:
             adapter.clip_frames = before
     if done == 0:
@@ -555,9 +560,10 @@ def check_question(question) -> str:
 
 
 def check_video_path(video) -> str:
-    """The path of an existing, non-empty regular file (a folder, device, FIFO or socket is refused here,
-    before a reader could block on it); ReaderError (a ValueError) with the reason otherwise."""
+    """The path of an existing, non-empty, readable regular file (a folder, device, FIFO or socket is refused
+    here, before a reader could block on it); ReaderError (a ValueError) with the reason otherwise."""
     from .readers import ReaderError
+    from .readers.base import check_file
 
     try:
         path = os.fsdecode(os.fspath(video))
@@ -565,22 +571,7 @@ def check_video_path(video) -> str:
         raise ReaderError(f"video must be a file path, got {type(video).__name__}") from None
     if not path:
         raise ReaderError("video path is empty")
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise ReaderError(f"video not found: {path}") from None
-    except OSError as e:
-        raise ReaderError(f"cannot open video {path}: {e.strerror or e}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise ReaderError(f"{path} is a folder, not a video file")
-    if not stat.S_ISREG(st.st_mode):
-        kind = "FIFO" if stat.S_ISFIFO(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode) else "device"
-        raise ReaderError(f"{path} is a {kind}, not a video file (live sources: `streamprune live --source`)")
-    if st.st_size == 0:
-        raise ReaderError(f"video is empty (0 bytes): {path}")
-    if not os.access(path, os.R_OK):
-        raise ReaderError(f"cannot open video {path}: permission denied")
-    return path
+    return str(check_file(path))
 
 
 def check_save_kept(path) -> str:

@@ -176,7 +176,7 @@ def test_cheap_checks_come_before_the_model_loads(capsys, monkeypatch, clip, tmp
         raise AssertionError("the model must not load")
 
     monkeypatch.setattr(cli, "_load_adapter", no_load)
-    cases = [([str(clip), ""], "question"), ([str(clip), "  "], "question"), ([str(tmp_path), "q"], "folder"),
+    cases = [([str(clip), ""], "question"), ([str(clip), "  "], "question"), ([str(tmp_path), "q"], "is a directory"),
              ([str(clip), "q", "--device", "banana"], "device"), ([str(clip), "q", "--attn", "x"], "attention"),
              ([str(clip), "q", "--dtype", "int3"], "dtype"), (["/dev/null", "q"], "device")]
     for tail, needle in cases:

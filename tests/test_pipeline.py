@@ -239,3 +239,21 @@ def test_ask_end_to_end_every_family(tmp_path, family):
     assert kept in (a.tokens_to_llm // 2, (a.tokens_to_llm + 1) // 2)  # default: half of the visual tokens
     assert a.span == (0.0, 3.0) and isinstance(a.text, str)
     assert png.stat().st_size > 0
+
+
+def test_ask_on_a_truncated_file_says_so_in_its_answer(tmp_path):
+    """A faststart mp4 cut in half: the answer comes from what could be read and its JSON says how much."""
+    from streamprune.models import load_model, write_tiny_model
+    from streamprune.pipeline import ask
+    from tests._videos import write_video
+
+    full = write_video(tmp_path / "whole.mp4", n=100, w=160, h=120, gop=10,
+                       container_options={"movflags": "+faststart"})
+    cut = tmp_path / "half.mp4"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    adapter = load_model(write_tiny_model("video_llava", tmp_path / "m"), device="cpu")
+    whole = ask(full, "Where is the box?", model=adapter, budget=8, max_new_tokens=1, fps=1.0)
+    assert whole.truncated is None
+    a = ask(cut, "Where is the box?", model=adapter, budget=8, max_new_tokens=1, fps=1.0)
+    t = a.to_dict()["truncated"]
+    assert t["stated_s"] == pytest.approx(10.0) and 0 < t["read_s"] < 9.0 and a.span[1] < t["read_s"]

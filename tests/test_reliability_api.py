@@ -124,11 +124,11 @@ def test_python_ask_checks_the_path_and_question_before_loading(video, tmp_path,
         raise AssertionError("the model must not load")
 
     monkeypatch.setattr(models, "load_model", no_load)
-    with pytest.raises(ValueError, match="not found"):
+    with pytest.raises(ValueError, match="no such file"):
         ask(tmp_path / "missing.mp4", "What?", model="/no/such/model")
     with pytest.raises(ValueError, match="question"):
         ask(video, "  ", model="/no/such/model")
-    with pytest.raises(ValueError, match="folder"):
+    with pytest.raises(ValueError, match="is a directory"):
         ask(tmp_path, "What?", model="/no/such/model")
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video" * 100)

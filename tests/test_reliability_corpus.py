@@ -33,4 +33,4 @@ def test_markdown_table(ctx):
     text = markdown(results)
     assert text.startswith("2 cases, 2 as expected.")
     assert "| case | group | expected | observed | seconds |" in text
-    assert "| missing file | file | 2 | 2 |" in text and "video not found" in text
+    assert "| missing file | file | 2 | 2 |" in text and "no such file" in text

@@ -277,14 +277,14 @@ _BAD_BYTES = bytes(range(256)) * 64
 
 CASES: list[Case] = [
     # -- files
-    Case("missing file", "file", _ask(lambda c: c.root / "missing.mp4"), 2, "not found"),
-    Case("missing file (subprocess)", "file", _ask(lambda c: c.root / "missing.mp4"), 2, "not found", subprocess=True),
+    Case("missing file", "file", _ask(lambda c: c.root / "missing.mp4"), 2, "no such file"),
+    Case("missing file (subprocess)", "file", _ask(lambda c: c.root / "missing.mp4"), 2, "no such file", subprocess=True),
     Case("empty file", "file", _ask(_bytes("empty.mp4", b"")), 2, "empty"),
     Case("text file", "file", _ask(_bytes("notes.mp4", b"just some text\n" * 50)), 2),
     Case("random bytes", "file", _ask(_bytes("noise.mp4", _BAD_BYTES)), 2),
     Case("header only (first 1 KiB)", "file", _ask(_from_clip("head.mp4", lambda b: b[:1024])), 2),
     Case("truncated at 50% (index at the end)", "file", _ask(_from_clip("half.mp4", lambda b: b[: len(b) // 2])), 2),
-    Case("a folder", "file", _ask(_file("a-folder", _mkdir)), 2, "folder"),
+    Case("a folder", "file", _ask(_file("a-folder", _mkdir)), 2, "is a directory"),
     Case("/dev/null", "file", _ask(lambda c: "/dev/null"), 2, "device"),
     Case("a FIFO with no writer", "file", _ask(_file("fifo.mp4", _fifo)), 2, "fifo", limit=20.0),
     Case("MP4 written with no frame", "file", _ask(_file("noframes.mp4", write_no_frames)), 2, "no video stream"),
