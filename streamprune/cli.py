@@ -30,8 +30,36 @@ class ArgumentsError(UsageError):
         super().__init__(f"{prog}: {detail} (see `{prog} --help`)")
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default (unless its help already speaks of one) and fills `{methods}` and
+    `{families}` from the library, imported only when help is shown (parsing stays torch-free)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "{methods}" in text:
+            from .select import METHODS
+
+            text = text.replace("{methods}", ", ".join(METHODS))
+        if "{families}" in text:
+            from .models.tiny import FAMILIES
+
+            text = text.replace("{families}", ", ".join(FAMILIES))
+        shown = action.option_strings or action.nargs in ("?", "*")
+        if shown and action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+            text = f"{text} (default: %(default)s)".lstrip()
+        return text
+
+
+class RawDescriptionHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
+    """HelpFormatter that keeps the description's and epilog's line breaks."""
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors go through main's one error path (one `error:` line, exit 2)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         raise ArgumentsError(self.prog, message)
@@ -47,10 +75,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="Qwen/Qwen2-VL-2B-Instruct", help="hub id or local folder")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU)")
-    p.add_argument("--attn", default=None, help="attention implementation (sdpa, eager, flash_attention_2)")
+    p.add_argument("--attn", default=None, help="attention implementation: sdpa (default), eager, flash_attention_2")
     p.add_argument("--budget", type=int, default=1024, help="visual tokens given to the LLM")
     p.add_argument("--memory", type=int, default=None, help="streaming memory size in tokens (default max(4x budget, 512))")
-    p.add_argument("--method", default="ours", help="token selection method: ours, uniform, random, l2, divprune, dpp, dedup, offline")
+    p.add_argument("--method", default="ours", help="token selection method: {methods}")
     p.add_argument("--alpha", type=float, default=None, help="question relevance exponent (default 0.3 Qwen, 0.75 LLaVA)")
     p.add_argument("--fps", type=float, default=1.0, help="frames per second sampled from the video")
     p.add_argument("--max-frames", type=int, default=None, help="at most this many frames, spread uniformly")
@@ -195,8 +223,8 @@ def cmd_ask(args) -> int:
 # ---------------------------------------------------------------- tiny-model  (issue 4)
 def add_tiny_model(sub) -> None:
     p = sub.add_parser("tiny-model", help="write a tiny random-weight model (for tests and offline smoke runs)")
-    p.add_argument("family")
-    p.add_argument("out_dir")
+    p.add_argument("family", help="model family: {families}")
+    p.add_argument("out_dir", help="folder to write the model into")
     p.add_argument("--layout", choices=["video", "preprocessor", "nested"], default="video",
                    help="how the preprocessing settings are stored: video_preprocessor_config.json + "
                         "preprocessor_config.json (default), only preprocessor_config.json, or one nested "
@@ -227,7 +255,7 @@ def add_live(sub) -> None:
                        description="Watch a webcam, a stream, a named pipe or a file and answer questions while "
                                    "watching (typed at the prompt, or scripted with --questions). A summary line "
                                    "on stderr says how it ended.",
-                       epilog=LIVE_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=LIVE_EXIT_CODES, formatter_class=RawDescriptionHelpFormatter)
     p.add_argument("--source", required=True,
                    help="webcam index, /dev/videoN, rtsp/udp/tcp/http URL, a named pipe, or a file")
     add_model_options(p)

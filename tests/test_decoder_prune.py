@@ -324,7 +324,7 @@ def test_vlm_pruned_forward_and_generate(family):
         assert model.config.vision_config._attn_implementation == vision_attn  # vision tower untouched
         out = model(**inputs).logits
     assert text_cfg._attn_implementation == "sdpa"
-    assert all(len(l._forward_pre_hooks) == 0 for l in language_model(model).layers)
+    assert all(len(layer._forward_pre_hooks) == 0 for layer in language_model(model).layers)
     assert st.kept == {2: [3]}
     slots = _kept_slots(st, vis, 0)
     ref = _reference(model, _drop_masks(st, vis, 4, vis.shape[1]), **inputs)

@@ -80,7 +80,7 @@ def run(args) -> dict:
 
         cfg = AskConfig(budget=args.budget, memory=args.memory, fps=args.fps, max_new_tokens=2, thumbnails=0)
         session = LiveSession(adapter, cfg, str(video), questions=qs, on_answer=answers.append,
-                              keep_block_times=True)
+                              keep_block_times=True, realtime=args.realtime)
         t = time.perf_counter()
         stats = session.run(status=status)
         wall = time.perf_counter() - t
@@ -92,6 +92,8 @@ def run(args) -> dict:
     r0, r1 = _window(rss, args.warmup, args.warmup + 0.1), _window(rss, 0.9, 1.0)
     res = dict(
         stream_s=stats.stream_time, frames=stats.processed, dropped=stats.dropped, blocks=len(bt),
+        realtime=bool(args.realtime), sampled=int(round(seconds * args.fps)), captured=stats.captured,
+        rss_mb_first=rss[0] if rss else None, rss_mb_last=rss[-1] if rss else None,
         wall_s=wall, speed_x_realtime=stats.stream_time / wall if wall else None,
         tokens_seen=stats.tokens_seen, tokens_kept=stats.tokens_kept, max_kept=max(k for *_, k in samples),
         answers=len(answers), answer_errors=sum("error" in a for a in answers),
@@ -134,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-every", type=float, default=30.0, help="stream seconds between RSS samples")
     p.add_argument("--warmup", type=float, default=0.05, help="fraction of the stream skipped before 'start'")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--realtime", action="store_true", help="replay at the file's own pace (live --realtime)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--markdown", type=Path, default=None)
     return p

@@ -89,7 +89,10 @@ class VideoReader:
         self.container = _open_container(self.path)
         try:
             if not self.container.streams.video:
-                kinds = sorted({s.type for s in self.container.streams}) or ["no"]
+                kinds = sorted({s.type for s in self.container.streams})
+                if not kinds or kinds == ["data"]:  # e.g. an mp4 cut before its index (moov), or written empty
+                    raise ReaderError(f"{self.path.name} has no readable video stream (no stream index: the file "
+                                      "is truncated, still being written, or holds no frames)")
                 raise ReaderError(f"{self.path.name} has no video stream ({', '.join(kinds)} streams only)")
             self.stream = self.container.streams.video[0]
             cc = self.stream.codec_context

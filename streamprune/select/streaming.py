@@ -478,8 +478,8 @@ class StreamingSelector:
         err = 0.0
         for seg in self._segments:
             if seg.rank:
-                I = torch.eye(seg.rank, device=seg.Q.device)
-                err = max(err, float(torch.linalg.matrix_norm(seg.Q.T @ seg.Q - I)))
+                eye = torch.eye(seg.rank, device=seg.Q.device)
+                err = max(err, float(torch.linalg.matrix_norm(seg.Q.T @ seg.Q - eye)))
         return err
 
     @property
