@@ -257,3 +257,16 @@ def test_ask_on_a_truncated_file_says_so_in_its_answer(tmp_path):
     a = ask(cut, "Where is the box?", model=adapter, budget=8, max_new_tokens=1, fps=1.0)
     t = a.to_dict()["truncated"]
     assert t["stated_s"] == pytest.approx(10.0) and 0 < t["read_s"] < 9.0 and a.span[1] < t["read_s"]
+
+
+def test_kept_span_lies_inside_the_span_with_an_odd_frame_count(tmp_path):
+    """An odd tail frame is encoded at its own time (no padding frame timed after the video's end)."""
+    from streamprune.models import load_model, write_tiny_model
+    from streamprune.pipeline import ask
+
+    video = make_video(tmp_path / "v.mp4", n_frames=5, rate=1)
+    adapter = load_model(write_tiny_model("qwen2_vl", tmp_path / "m"), device="cpu")
+    a = ask(video, "Where is the box?", model=adapter, budget=4096, memory=8192, max_new_tokens=1, fps=1.0,
+            method="window")
+    assert a.frames == 5 and a.span == (0.0, 4.0)
+    assert a.span[0] <= a.kept_span[0] <= a.kept_span[1] <= a.span[1]
