@@ -123,13 +123,7 @@ def _config_kw(args) -> dict:
 def _load_adapter(args):
     from .models import load_model
 
-    quiet = globals().get("_quiet_transformers")  # the live command's helper, where it exists
-    if quiet is not None:
-        quiet()
-    elif not err.is_terminal:  # weight-loading bars only on a terminal
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+    _quiet_transformers()  # no weight-loading bars or transformers chatter on stderr
     adapter = load_model(args.model, device=args.device, dtype=args.dtype, attn_implementation=args.attn)
     if getattr(adapter, "is_tiny", False):
         err.print("[yellow]warning:[/yellow] tiny random-weight model: its answers are meaningless", highlight=False)
