@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .contact_sheet import save_contact_sheet, thumbnail
+from .memprobe import PeakMemory, rss_mb  # noqa: F401  (re-exported for callers of the old path)
 from .nouns import extract_nouns
 
 log = logging.getLogger(__name__)
@@ -152,49 +153,6 @@ class Answer:
         d["timings"] = {k: round(v, 6) for k, v in self.timings.items()}
         d["peak_memory_mb"] = round(self.peak_memory_mb, 1)
         return d
-
-
-# ---------------------------------------------------------------- peak memory
-class PeakMemory:
-    """Peak memory since `reset()`: CUDA max allocated on a GPU device, else the process's peak RSS."""
-
-    def __init__(self, device):
-        self.cuda = torch.device(device).type == "cuda" if device is not None else False
-        self.device = device
-        self.reset()
-
-    def reset(self) -> None:
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats(self.device)
-            return
-        try:  # Linux: "5" resets VmHWM (the peak RSS) to the current RSS
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-        except OSError:
-            pass
-
-    def mb(self) -> float:
-        if self.cuda:
-            return torch.cuda.max_memory_allocated(self.device) / 2**20
-        return _status_kb("VmHWM") / 1024
-
-
-def _status_kb(key: str) -> float:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return float(line.split()[1])
-    except OSError:
-        pass
-    import resource
-
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-
-
-def rss_mb() -> float:
-    """Current resident set size of this process, MB."""
-    return _status_kb("VmRSS") / 1024
 
 
 class _FirstToken:
