@@ -62,10 +62,10 @@ def test_measure_on_synthetic_stream_is_sane():
 
 
 def test_plan_skips_question_variants_without_queries():
-    units = F.plan({"s": F.QUICK_STREAMS["synthetic-d64"]}, ["ours", "ours+spare", "random"], [4, 8])
+    units = F.plan_units({"s": F.QUICK_STREAMS["synthetic-d64"]}, ["ours", "ours+spare", "random"], [4, 8])
     assert [u.params["method"] for u in units] == ["ours", "ours", "random", "random"]
     with pytest.raises(ValueError, match="unknown method"):
-        F.plan({"s": F.QUICK_STREAMS["synthetic-d64"]}, ["bogus"], [4])
+        F.plan_units({"s": F.QUICK_STREAMS["synthetic-d64"]}, ["bogus"], [4])
 
 
 def _cli(out, *extra):

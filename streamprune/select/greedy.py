@@ -1,4 +1,4 @@
-"""Weighted greedy residual selection (= column-pivoted QR on the rows of X), DESIGN 3.1."""
+"""Weighted greedy residual selection (= column-pivoted QR on the rows of X), docs/design.md §3.1."""
 
 from __future__ import annotations
 
@@ -89,6 +89,24 @@ def greedy_residual(R: Tensor, k: int, Q: Tensor | None = None, *, min_energy: f
             torch.tensor(energies, dtype=torch.float32, device=R.device))
 
 
+DRIFT = 1e-2  # downdated energies are trusted while the pick's energy stays above DRIFT x the last exact max
+_BLOCK_MIN, _BLOCK_MAX = 4, 256  # picks between two looks of the host at the device-side flags
+_C_STORE_MAX = 1 << 26  # floats of stored coefficients (n x m) allowed beyond the size of A
+REORTH = False  # a second Gram-Schmidt pass per pick against the whole round (tests / experiments)
+
+
+def _energies64(W: Tensor, chunk: int = 1 << 18) -> Tensor:
+    """Squared row norms of W (n, d) float32 accumulated in float64, (n,); chunks of ~chunk entries."""
+    n, d = W.shape
+    out = torch.empty(n, dtype=torch.float64, device=W.device)
+    rows = max(1, min(n, chunk // max(d, 1)))
+    buf = torch.empty(rows, d, dtype=torch.float64, device=W.device)
+    for s in range(0, n, rows):
+        b = buf[: min(rows, n - s)].copy_(W[s: s + rows])
+        torch.linalg.vector_norm(b, dim=1, out=out[s: s + rows])
+    return out.square_()
+
+
 def select_subspace(X: Tensor, k: int, weights: Tensor | None = None) -> Tensor:
     """Rows of X (n, d) in greedy residual order; returns (min(k, n),) distinct int64 indices (X's device).
 
@@ -98,35 +116,139 @@ def select_subspace(X: Tensor, k: int, weights: Tensor | None = None) -> Tensor:
     largest weighted row energy (the rank is exhausted, e.g. k > rank or k > d), the basis is reset and
     greedy continues on the unpicked rows from scratch (a new round); rows with zero weighted norm come last
     in index order. Raises ValueError on non-2-D / non-finite X, bad weights or k < 0.
+
+    Kernel (left-looking pivoted QR; float32 products whatever X's dtype): one pass over W (= A = sqrt(w) X,
+    or A's exact residual at the last exact point) per pick, c = W q, and the residual energies e (float32;
+    exact float64 sums at each exact point) are downdated, e -= c^2. The new direction q is the picked row
+    minus one classical Gram-Schmidt pass against the round's basis, whose coefficients on the directions
+    since the last exact point are the stored c's (gathered, not recomputed: one read of Q per pick) and,
+    after a restart, freshly computed on the older directions (W is only numerically orthogonal to them).
+    One pass suffices because the cancellation is bounded: every pick that stands keeps more than
+    sqrt(DRIFT) of its row's norm at the last exact point (REORTH = True adds a second pass, for checks).
+    Argmax and pivots stay on the device; the host reads device-side flags once per block of picks (4..256:
+    half the picks left before the drift threshold at the energies' current rate of decay): one sync per
+    block, not per pick. A pick whose exact residual energy ||q before normalisation||^2 is <= max(DRIFT x
+    the largest energy at the last exact point, zero threshold) flags its block: the block is rolled back to
+    that pick, W becomes the exact residual against the basis (one matmul) and e is recomputed from it; an
+    exact maximum <= the zero threshold starts a new round (W = A, fresh basis).
     """
-    X = check_matrix(X)
+    if not isinstance(X, Tensor) or X.ndim != 2 or X.is_complex() or X.dtype == torch.bool:
+        check_matrix(X)  # raises the ValueError
+    X = X.float()
     n = X.shape[0]
     k = min(check_k(k), n)
     A = X if weights is None else X * check_weights(weights, n, X.device).sqrt()[:, None]  # (n, d)
-    norms = A.pow(2).sum(dim=1)  # (n,)
-    top = float(norms.max()) if n else 0.0
-    zero = ZERO_TOL * top
-    alive = (norms > zero).nonzero().reshape(-1)  # rows with non-zero energy, ascending index
-    out: list[Tensor] = []
-    got = 0
-    while got < k and alive.numel():
-        R = A[alive].clone()  # (m, d) residuals of the unpicked rows against a fresh basis
-        picks, _, _ = greedy_residual(R, k - got, zero_energy=zero)
-        if picks.numel() == 0:
-            break
-        out.append(alive[picks])
-        got += picks.numel()
-        keep = torch.ones(alive.numel(), dtype=torch.bool, device=A.device)
-        keep[picks] = False
-        alive = alive[keep]
-    if got < k:  # zero rows last, in index order
-        used = torch.zeros(n, dtype=torch.bool, device=A.device)
-        for o in out:
-            used[o] = True
-        out.append((~used).nonzero().reshape(-1)[: k - got])
-    if not out:
+    if n == 0:
         return torch.zeros(0, dtype=torch.long, device=A.device)
-    return torch.cat(out)
+    norms = _energies64(A)  # (n,) float64
+    top_t = norms.max()
+    alive = norms > ZERO_TOL * top_t  # rows with non-zero energy
+    top, n_alive = torch.stack([top_t, alive.sum().double()]).tolist()  # the one sync of the setup
+    if not math.isfinite(top):  # X has NaN / Inf (or its energies overflow): check X itself
+        check_matrix(X)
+    zero = ZERO_TOL * top
+    out = torch.empty(k, dtype=torch.long, device=A.device)
+    m = min(k, int(n_alive))
+    if m:
+        _greedy_rounds(A, norms, alive, m, zero, top, out)
+    if m < k:  # zero rows last, in index order
+        out[m:] = (~alive).nonzero().reshape(-1)[: k - m]
+    return out
+
+
+def _greedy_rounds(A: Tensor, norms: Tensor, alive: Tensor, m: int, zero: float, top: float, picks: Tensor):
+    """The first m picks of select_subspace (all among the alive rows) into picks[:m], in place."""
+    n, d = A.shape
+    Q = A.new_empty(m, d)  # (m, d) basis rows; the current round is Q[r0:i]
+    # Ct[t] = c = W q_t (m, n): column j holds the coefficients of W's row j on the directions since the last
+    # exact point, so a pick's Gram-Schmidt pass gathers them instead of reading Q for them. Not stored past
+    # max(A, _C_STORE_MAX) floats: the coefficients then come from Q (one more pass over it per pick) and
+    # restarts from a matmul.
+    Ct = A.new_empty(m, n) if m * n <= max(n * d, _C_STORE_MAX) else None
+    cbuf = A.new_empty(n) if Ct is None else None  # (n,) c of the current pick when Ct is not stored
+    hbuf = A.new_empty(min(m, d))  # (<= d,) coefficients of the picked row on the round's basis
+    rho = A.new_empty(m)  # (m,) exact residual norm of each pick when taken
+    vbuf = A.new_empty(1, d)  # (1, d) the picked row, then its new direction before normalisation
+    v = vbuf[0]
+    q_rows, rho_at, p_at = Q.unbind(0), rho.unbind(0), picks.split(1)
+    # residual energies e (n,) float32: exact (float64 sums) at an exact point, then downdated e -= c^2; their
+    # rounding (~1e-7 e per downdate) stays below that of the float32 products c themselves
+    base = norms.float().masked_fill_(~alive, -math.inf)  # energies at the start of a round (picked: -inf)
+    e = base.clone()
+    W, R = A, None  # W: rows' residuals against Q[r0:since] (A itself until the round's first restart)
+    r0 = since = i = 0
+    eref = top  # largest exact energy at the last exact point
+    exact = True  # energies at step i are exact (the block's first flag is then ignored)
+    P = 32
+    while i < m:
+        if i - r0 >= d:  # a round holds at most d directions
+            r0 = since = i
+            W, e = A, base.clone().index_fill_(0, picks[:i], -math.inf)
+            eref, exact = float(e.max()), True
+        steps = min(P, m - i, r0 + d - i)
+        for t in range(i, i + steps):
+            jv = p_at[t]
+            torch.argmax(e, dim=0, keepdim=True, out=jv)
+            torch.index_select(W, 0, jv, out=vbuf)
+            if t > r0:
+                # one classical Gram-Schmidt pass against the round's basis, v -= Q[r0:t]^T h, where h holds
+                # the row's stored coefficients on Q[since:t] (= W q, exact up to rounding) and, fresh, its
+                # (tiny: W is the residual there) coefficients on Q[r0:since]: one pass over Q[since:t], two
+                # over Q[r0:since]. Cancellation is bounded: ||w_j|| <= sqrt(eref) and every pick that stands
+                # has ||v|| > sqrt(DRIFT eref), so ||w_j|| / ||v|| < 1 / sqrt(DRIFT).
+                Qr, h = Q[r0:t], hbuf[: t - r0]
+                if Ct is None:
+                    torch.mv(Qr, v, out=h)
+                else:
+                    if since > r0:
+                        torch.mv(Q[r0:since], v, out=h[: since - r0])
+                    if t > since:
+                        torch.index_select(Ct[since:t], 1, jv, out=h[since - r0:].view(-1, 1))
+                v.addmv_(Qr.t(), h, alpha=-1.0)
+                if REORTH:
+                    v.addmv_(Qr.t(), torch.mv(Qr, v), alpha=-1.0)
+            torch.linalg.vector_norm(v, out=rho_at[t])
+            torch.div(v, rho_at[t] if t > i else rho_at[t].clamp_min(1e-30), out=q_rows[t])
+            c = cbuf if Ct is None else Ct[t]
+            torch.mv(W, q_rows[t], out=c)
+            # no masking of row j: its downdated energy is ~0 now (c_j = rho), and a pick of an already
+            # picked row has rho ~ eps ||w_j|| < thr, so it is flagged and rolled back like any drift
+            e.addcmul_(c, c, value=-1.0)
+        thr = math.sqrt(max(DRIFT * eref, zero))
+        blk = rho[i + exact: i + steps]
+        low = torch.cat([blk <= thr, blk.new_ones(1, dtype=torch.bool)])
+        first, e0, e1 = torch.stack([low.to(torch.uint8).argmax().to(rho.dtype), rho[i], rho[i + steps - 1]]).tolist()
+        first = int(first) + exact
+        if first >= steps:  # the whole block stands
+            i += steps
+            exact = False
+            # next block: half the picks the energies' decay over this block says are left before the drift
+            # threshold (linear extrapolation; greedy energies fall ever slower, so it errs short), at most
+            # twice this block; a flag costs the rest of its block
+            rate = (e0 * e0 - e1 * e1) / (steps - 1) if steps > 1 else 0.0
+            ahead = (e1 * e1 - thr * thr) / rate if rate > 0 else math.inf
+            P = max(_BLOCK_MIN, min(2 * P, _BLOCK_MAX, int(ahead / 2) if math.isfinite(ahead) else _BLOCK_MAX))
+            continue
+        # pick i + first came out below the drift threshold: roll back to it, recompute exactly
+        i += first
+        if i > since:
+            Qs = Q[since:i]
+            Cs = Ct[since:i].T if Ct is not None else torch.mm(W, Qs.T)  # (n, i - since)
+            if R is None:
+                R = torch.empty_like(A)
+            if W is A:
+                torch.addmm(A, Cs, Qs, alpha=-1.0, out=R)
+            else:
+                R.addmm_(Cs, Qs, alpha=-1.0)
+            W = R
+        e = _energies64(W).float().masked_fill_(~alive, -math.inf)
+        e.index_fill_(0, picks[:i], -math.inf)
+        emax = float(e.max())
+        if emax <= zero:  # rank exhausted: a new round on the unpicked rows
+            r0 = i
+            W, e = A, base.clone().index_fill_(0, picks[:i], -math.inf)
+            emax = float(e.max())
+        since, eref, exact, P = i, emax, True, _BLOCK_MIN
 
 
 def _swap_state(A: Tensor, K: Tensor, kept: list[int], pool: Tensor):

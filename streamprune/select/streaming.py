@@ -1,13 +1,35 @@
-"""Streaming subspace selection with a fixed token budget K (DESIGN 3.2).
+"""Streaming subspace selection with a fixed token budget K (docs/design.md §3.2), in block-level arithmetic.
 
-Each block: residuals against the current segment's orthonormal basis; greedy picks inside the block while
-the best residual energy exceeds `novelty` x the block's mean token energy; then, while the memory holds
-more than K tokens, evict the kept token whose removal loses the least: for the kept tokens S of a segment
-(Gram G = S S^T), the part of token j not explained by the other kept tokens of its segment has energy
-1 / (G^-1)_jj (= 1 / ||row j of R^-1||^2 for S^T = QR). Segments (the K >= d trap): a new segment starts
-when a block's unexplained energy fraction exceeds `segment_novelty` or the current segment's rank reaches
-`segment_rank` (default d // 2 when K > d // 2), so the current basis never spans R^d and new content always
-leaves a residual. Eviction compares the per-segment losses directly, so the budget goes where content is.
+Each pushed block (n tokens) costs one projection on the current segment's orthonormal basis Q (d, r):
+R = A - (A Q) Q^T. The block's greedy picks (`select_subspace` on R, cut where the residual energy falls to
+the gate) enter at once: their new directions come from one QR of the picked residual rows (block
+Gram-Schmidt) plus one re-orthogonalisation pass against Q, and the segment's Gram inverse G^-1 (G = S S^T
+of its kept tokens S) gets one block Schur-complement update. The loss of evicting kept token j is the part
+of it the other kept tokens of its segment do not explain, 1 / (G^-1)_jj; once the memory holds more than K
+tokens, the cheapest are evicted several at a time (candidates of one segment whose Gram-inverse entries are
+strongly coupled wait for the next round, so a redundant pair does not leave together) and each segment gets
+one downdate per round: one block Householder reflection of Q (geqrf / ormqr) and one block downdate of
+G^-1. Segments (the K >= d trap): a new segment starts when a block's unexplained energy fraction exceeds
+`segment_novelty` or the current segment's rank reaches `segment_rank` (default d // 2 when K > d // 2).
+
+The budget is spent: while the memory holds fewer than K tokens, the block's tokens the basis does not need
+are kept as well ("fill" tokens, in the greedy order of a new round on the block), so the memory holds
+min(K, tokens seen) tokens (zero rows excepted). Fill tokens are evicted before any basis token.
+
+Temporal coverage: time is cut into bins of width b seconds (b = the smallest power of two, in seconds, that
+cuts the stream seen so far into at most max(1, coverage x K) bins; b only grows, so bins nest); every bin
+that received a non-zero token keeps at least one kept token (the one with the largest loss, never evicted
+while it is its bin's only representative: a block whose bin has no kept token adds its largest token).
+Hence W = 2 b: when the times are non-decreasing, no stretch longer than max(W, the spacing of the pushed
+times) inside the stream has no kept token. With coverage = 0.5 (default) W <= 4 x duration / K. One exception: when the memory holds
+basis tokens only (no fill token to give up), a coverage pick that nearly duplicates a kept token (|cos| >
+0.99) is skipped rather than evict a basis direction (its stretch is represented by that token's content).
+Among fill tokens, those of the most crowded
+bins go first.
+
+Math in float32 (tokens, bases, projections); Gram inverses in float64 (eviction losses of near-dependent
+tokens need it). Host syncs: a constant number per push (block statistics, pick counts, eviction rounds),
+none per token. No device-specific code.
 """
 
 from __future__ import annotations
@@ -18,8 +40,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .greedy import ZERO_TOL, check_budget, check_k, check_matrix, check_weights, greedy_residual, refine_swaps, select_subspace
+from .greedy import ZERO_TOL, check_budget, check_k, check_matrix, check_weights, refine_swaps, select_subspace
 from .recycle import density_peak_merge
+
+COUPLING = 0.5  # |G^-1_ij| / sqrt(G^-1_ii G^-1_jj) above this: i and j are not evicted in the same round
+EVICT_ROUNDS = 8  # the last round evicts the cheapest remaining tokens without the coupling check
+DUPLICATE_COS = 0.99  # coverage picks this close (|cos|) to a kept token do not evict a basis token
 
 
 @dataclass
@@ -36,19 +62,18 @@ class Memory:
 
 
 class _Segment:
-    """Kept tokens of one temporal segment, in preallocated buffers of capacity `cap` (grown by doubling up
-    to the rank cap): member slots, weighted features S (r, d), orthonormal basis Q (d, r), G^-1 (r, r)
-    float64. Rows/columns stay in insertion order (deletion shifts the tail), so the arithmetic is the same
-    as with freshly concatenated tensors."""
+    """Kept basis tokens of one temporal segment in buffers of capacity `cap` (grown by doubling up to the
+    rank cap, shrunk to 2 r once r <= cap / 4): weighted features S (r, d), orthonormal basis Q (d, r) with
+    span(Q) = span(S), G^-1 (r, r) float64, member slots idx (r,). Rows of S, G^-1 and idx are in insertion
+    order; the columns of Q are any orthonormal basis of the span."""
 
-    def __init__(self, d: int, device, cap: int = 64):
-        self.slots: list[int] = []
+    def __init__(self, sid: int, d: int, device, cap: int = 64):
+        self.sid = sid
         self.r = 0
         self._S = torch.zeros(cap, d, device=device)  # (cap, d)
-        self._Q = torch.zeros(d, cap, device=device)  # (d, cap)
+        self._Q = torch.zeros(cap, d, device=device)  # (cap, d) basis vectors as rows: Q = _Q[:r].T
         self._G = torch.zeros(cap, cap, dtype=torch.float64, device=device)  # (cap, cap)
         self._idx = torch.zeros(cap, dtype=torch.long, device=device)  # (cap,) member slots
-        self.updates = 0
 
     @property
     def rank(self) -> int:
@@ -60,7 +85,7 @@ class _Segment:
 
     @property
     def Q(self) -> Tensor:
-        return self._Q[:, : self.r]  # (d, r)
+        return self._Q[: self.r].T  # (d, r), column-major (what BLAS / LAPACK take without a copy)
 
     @property
     def Ginv(self) -> Tensor:
@@ -70,21 +95,32 @@ class _Segment:
     def idx(self) -> Tensor:
         return self._idx[: self.r]  # (r,)
 
-    def reserve(self, need: int, limit: int):
-        cap = self._idx.numel()
-        if need <= cap:
-            return
-        new = max(need, min(2 * cap, max(limit, need)))
-        r = self.r
-        S = self._S.new_zeros(new, self._S.shape[1])
+    @property
+    def slots(self) -> list[int]:
+        """Member slots in insertion order (diagnostics; reads the device)."""
+        return self.idx.tolist()
+
+    def _resize(self, cap: int):
+        r, d = self.r, self._S.shape[1]
+        S = self._S.new_zeros(cap, d)
         S[:r] = self._S[:r]
-        Q = self._Q.new_zeros(self._Q.shape[0], new)
-        Q[:, :r] = self._Q[:, :r]
-        G = self._G.new_zeros(new, new)
+        Q = self._Q.new_zeros(cap, d)
+        Q[:r] = self._Q[:r]
+        G = self._G.new_zeros(cap, cap)
         G[:r, :r] = self._G[:r, :r]
-        idx = self._idx.new_zeros(new)
+        idx = self._idx.new_zeros(cap)
         idx[:r] = self._idx[:r]
         self._S, self._Q, self._G, self._idx = S, Q, G, idx
+
+    def reserve(self, need: int, limit: int):
+        cap = self._idx.numel()
+        if need > cap:
+            self._resize(max(need, min(2 * cap, max(limit, need))))
+
+    def trim(self):
+        cap = self._idx.numel()
+        if cap > 32 and self.r <= cap // 4:
+            self._resize(max(16, 2 * self.r))
 
 
 def check_times(time, n: int, device) -> Tensor:
@@ -128,19 +164,22 @@ def check_block(tokens, time, weights, payload, *, d=None, device=None, payload_
 class StreamingSelector:
     """Keeps at most `budget` tokens of a stream of blocks (the Selector protocol; see ARCHITECTURE.md).
 
-    budget: K >= 1.
-    novelty: in-block greedy stops when the best residual energy <= novelty x the block's mean token energy
-      (so a static scene costs nothing); once the memory is full, a token must also lose more than the
-      cheapest kept token would (its residual energy > min eviction loss), so churn stays low.
+    budget: K >= 1. The memory holds min(K, non-zero tokens seen) tokens after every push.
+    novelty: a token enters a basis when its residual energy against the segment basis (and the block's
+      earlier picks) exceeds novelty x the block's mean token energy and, once the memory is full with no
+      fill token left to give up, the smallest eviction loss of the memory (so churn stays low).
     segment_novelty: None (default) or f: a block whose unexplained energy fraction vs the current segment
       exceeds f starts a new segment.
     segment_rank: rank cap per segment (default d // 2 when K > d // 2, else d: a basis of rank <= K < d/2
       cannot span R^d).
+    coverage: fraction of the budget that temporal coverage may hold (0 disables it; see the module
+      docstring: W = 2 b, b the smallest power-of-two bin width giving at most coverage x K bins).
     recycle: None | "nearest" (each evicted token is merged, mass-weighted mean, into its most
       cosine-similar kept token) | "cluster" (the top recycle_frac of a push's evicted tokens by loss are
       density-peak clustered into ceil(m / 2) clusters, each merged into its nearest kept token). Merging
       changes only Memory.tokens, never the selection math, ids, times or payload.
-    refresh_every: rebuild a segment's basis and Gram inverse from its tokens after this many updates.
+    refresh_every: accepted for compatibility; unused (no periodic rebuild: block updates stay orthonormal,
+      see the soak in bench/RESULTS-select.md).
     eviction: "leverage" (default; loss = the kept token's own unexplained energy 1/(G^-1)_jj, favours
       novelty) | "usage" (loss = (sum over the current segment's later blocks of each token's squared
       least-squares coefficient on j, plus 1) / (G^-1)_jj: the stream energy lost along j's unique
@@ -149,13 +188,13 @@ class StreamingSelector:
     final_refine: final(k) without relevance refines its greedy pick with swaps (greedy.refine_swaps).
     Zero rows and zero-weight rows are skipped (never enter the basis or memory; they still get ids).
     Empty blocks are a no-op. Bad input raises ValueError and leaves the state untouched.
-    Device: the first pushed tensor's (or `device`); math in float32, Gram inverses in float64.
+    Device: the first pushed tensor's (or `device`); nothing device-specific.
     """
 
     def __init__(self, budget: int, *, novelty: float = 0.01, segment_novelty: float | None = None,
                  segment_rank: int | None = None, recycle: str | None = None, recycle_frac: float = 0.3,
                  refresh_every: int = 256, eviction: str = "leverage", question_mode: str = "resprune",
-                 alpha: float = 0.3, final_refine: bool = False, device=None):
+                 alpha: float = 0.3, final_refine: bool = False, coverage: float = 0.5, device=None):
         if not (math.isfinite(novelty) and novelty >= 0):
             raise ValueError(f"novelty must be a finite number >= 0, got {novelty}")
         if segment_novelty is not None and not (math.isfinite(segment_novelty) and segment_novelty > 0):
@@ -166,6 +205,8 @@ class StreamingSelector:
             raise ValueError(f"eviction must be 'leverage' or 'usage', got {eviction!r}")
         if recycle not in (None, "nearest", "cluster"):
             raise ValueError(f"recycle must be None, 'nearest' or 'cluster', got {recycle!r}")
+        if not (math.isfinite(coverage) and 0 <= coverage <= 1):
+            raise ValueError(f"coverage must be in [0, 1], got {coverage}")
         self.budget = check_budget(budget)
         self.novelty = float(novelty)
         self.segment_novelty = None if segment_novelty is None else float(segment_novelty)
@@ -175,41 +216,45 @@ class StreamingSelector:
         self.eviction = eviction
         self.question_mode, self.alpha = question_mode, float(alpha)
         self.final_refine = bool(final_refine)
+        self.coverage = float(coverage)
         self.device = None if device is None else torch.device(device)
         self.tokens_seen = 0
         self.d: int | None = None
         self._segments: list[_Segment] = []
         self._current: _Segment | None = None
         self._cap = 0
+        self._count = 0  # kept tokens (host)
+        self._next_sid = 0
+        self._t0 = self._t1 = None  # earliest / latest time seen (host floats)
+        self._bin = 0.0  # coverage bin width b (seconds), only grows
         self._payload_shape = None
 
     # ---- buffers -------------------------------------------------------------------------------------
     def _alloc(self, d: int, device, payload: Tensor | None):
         self.d, self.device = d, torch.device(device)
-        # K <= d/2: one basis can never span R^d, no segments needed; else segments of rank d/2
         self._rank_cap = self.segment_rank or (d if self.budget <= d // 2 else max(1, d // 2))
         self._cap = 0
-        self._raw = torch.zeros(0, d, device=self.device)  # (cap, d) tokens as pushed, float32
-        self._sw = torch.zeros(0, device=self.device)  # (cap,) sqrt(weight)
-        self._out = torch.zeros(0, d, device=self.device) if self.recycle else None  # merged tokens
-        self._mass = torch.zeros(0, dtype=torch.float64, device=self.device)
-        self._use = torch.zeros(0, dtype=torch.float64, device=self.device)  # sum of squared coefficients
-        self._times = torch.zeros(0, dtype=torch.float64, device=self.device)
-        self._ids = torch.zeros(0, dtype=torch.long, device=self.device)
-        self._alive = torch.zeros(0, dtype=torch.bool, device=self.device)
-        self._score = torch.zeros(0, dtype=torch.float64, device=self.device)  # loss if evicted; inf = free
-        self._seg_of: list[_Segment | None] = []
+        z = dict(device=self.device)
+        self._raw = torch.zeros(0, d, **z)  # (cap, d) tokens as pushed, float32
+        self._sw = torch.zeros(0, **z)  # (cap,) sqrt(weight)
+        self._out = torch.zeros(0, d, **z) if self.recycle else None  # merged tokens
+        self._mass = torch.zeros(0, dtype=torch.float64, **z)
+        self._use = torch.zeros(0, dtype=torch.float64, **z)  # 1 + sum of squared coefficients (usage)
+        self._times = torch.zeros(0, dtype=torch.float64, **z)
+        self._ids = torch.zeros(0, dtype=torch.long, **z)
+        self._alive = torch.zeros(0, dtype=torch.bool, **z)
+        self._score = torch.zeros(0, dtype=torch.float64, **z)  # eviction loss of basis tokens; inf = free
+        self._seg = torch.zeros(0, dtype=torch.long, **z)  # segment id of a basis token, -1 = fill / free
+        self._pos = torch.zeros(0, dtype=torch.long, **z)  # row of a basis token in its segment
         self._payload = None
-        self._wsf = torch.zeros(0, device=self.device)  # flat float32 scratch for in-place segment updates
-        self._wsd = torch.zeros(0, dtype=torch.float64, device=self.device)  # flat float64 scratch
         if payload is not None:
             self._payload_shape = tuple(payload.shape[1:])
-            self._payload = torch.zeros(0, *self._payload_shape, dtype=payload.dtype, device=self.device)
+            self._payload = torch.zeros(0, *self._payload_shape, dtype=payload.dtype, **z)
 
     def _grow(self, need: int):
-        """Room for `need` token slots. Buffers grow geometrically as the memory fills (doubling from 64
-        rows), capped at budget + 64 (a block's picks before eviction) unless more is needed: a huge
-        budget costs nothing until tokens arrive. An allocation the machine refuses is a ValueError."""
+        """Room for `need` token slots: geometric growth (from 64 rows) capped at budget + 64 unless a block
+        needs more; never shrinks (the slot count is bounded by K + the largest block's picks). An
+        allocation the machine refuses is a ValueError and leaves the state as it was."""
         if need <= self._cap:
             return
         new = max(need, min(max(2 * self._cap, 64), self.budget + 64))
@@ -218,10 +263,11 @@ class StreamingSelector:
         def pad(t, fill):
             return torch.cat([t, torch.full((extra, *t.shape[1:]), fill, dtype=t.dtype, device=t.device)])
 
-        try:  # all new buffers first, so a refused allocation leaves the state as it was
+        try:
             grown = {"_raw": pad(self._raw, 0), "_sw": pad(self._sw, 0), "_mass": pad(self._mass, 0),
                      "_use": pad(self._use, 0), "_times": pad(self._times, 0), "_ids": pad(self._ids, -1),
-                     "_alive": pad(self._alive, False), "_score": pad(self._score, math.inf)}
+                     "_alive": pad(self._alive, False), "_score": pad(self._score, math.inf),
+                     "_seg": pad(self._seg, -1), "_pos": pad(self._pos, 0)}
             if self._out is not None:
                 grown["_out"] = pad(self._out, 0)
             if self._payload is not None:
@@ -232,111 +278,135 @@ class StreamingSelector:
                              f"use a smaller budget") from None
         for k, v in grown.items():
             setattr(self, k, v)
-        self._seg_of += [None] * extra
         self._cap = new
 
-    def _free_slots(self, m: int) -> Tensor:
-        free = (~self._alive).nonzero().reshape(-1)
-        if free.numel() < m:
-            self._grow(self._cap + m - free.numel())
-            free = (~self._alive).nonzero().reshape(-1)
-        return free[:m]
+    def _store(self, js: Tensor, X, t, ids, sw, payload, *, basis: bool) -> Tensor:
+        """Put block rows js (p,) into free slots; returns the slots (p,)."""
+        p = js.numel()
+        if self._cap - self._count < p:
+            self._grow(self._count + p)
+        slots = (~self._alive).nonzero().reshape(-1)[:p]  # (p,)
+        self._raw[slots], self._sw[slots] = X[js], sw[js]
+        self._times[slots], self._ids[slots], self._alive[slots] = t[js], ids[js], True
+        self._mass[slots] = 1.0
+        self._use[slots] = 1.0
+        if not basis:
+            self._seg[slots] = -1
+            self._score[slots] = -1.0
+        if self._out is not None:
+            self._out[slots] = X[js]
+        if self._payload is not None:
+            self._payload[slots] = payload[js.to(payload.device)].to(self._payload.device, self._payload.dtype)
+        self._count += p
+        return slots
 
     # ---- segment algebra -----------------------------------------------------------------------------
-    def _scratch(self, *shape: int, double: bool = False) -> Tensor:
-        """A contiguous (shape) view of a reused scratch buffer (no fresh allocation per update)."""
-        n = math.prod(shape)
-        buf = self._wsd if double else self._wsf
-        if buf.numel() < n:
-            buf = torch.empty(max(n, 2 * buf.numel()), dtype=buf.dtype, device=buf.device)
-            if double:
-                self._wsd = buf
-            else:
-                self._wsf = buf
-        return buf[:n].view(shape)
-
-    def _shift_up(self, dst: Tensor, src: Tensor, double: bool = False):
-        """dst.copy_(src) for overlapping views via scratch (torch refuses partially overlapping copies)."""
-        tmp = self._scratch(*src.shape, double=double)
-        dst.copy_(tmp.copy_(src))
-
     def _new_segment(self) -> _Segment:
-        return _Segment(self.d, self.device, cap=min(self._rank_cap, 2 * self.budget, 64))
+        seg = _Segment(self._next_sid, self.d, self.device, cap=min(self._rank_cap, 2 * self.budget, 64))
+        self._next_sid += 1
+        self._segments.append(seg)
+        self._current = seg
+        return seg
 
     def _set_scores(self, seg: _Segment):
-        if seg.rank:
+        if seg.r:
             idx = seg.idx
             loss = 1.0 / torch.diagonal(seg.Ginv).clamp_min(1e-300)
             self._score[idx] = loss * self._use[idx] if self.eviction == "usage" else loss
 
-    def _refresh(self, seg: _Segment):
-        """Rebuild Q and G^-1 of a segment from its tokens (numerical hygiene)."""
-        seg.updates = 0
-        if not seg.rank:
-            return
-        S = seg.S  # (r, d)
-        seg.Q.copy_(torch.linalg.qr(S.T).Q)  # (d, r)
-        G = S.double() @ S.double().T  # (r, r)
-        L, info = torch.linalg.cholesky_ex(G)
-        seg.Ginv.copy_(torch.cholesky_inverse(L) if int(info) == 0 else torch.linalg.pinv(G, hermitian=True))
+    def _add_block(self, seg: _Segment, slots: Tensor, Ap: Tensor, Qn: Tensor, Rf: Tensor):
+        """Append p kept tokens (weighted features Ap (p, d)) to seg at once. Qn (d, p), Rf (p, p): QR of their
+        residuals against seg.Q (Rp^T = Qn Rf), so Rp Rp^T = Rf^T Rf is the Schur complement of G."""
+        p, r = Ap.shape[0], seg.r
+        seg.reserve(r + p, self._rank_cap)
+        G = seg._G
+        Zinv = torch.cholesky_inverse(Rf.double(), upper=True)  # (p, p) (Rp Rp^T)^-1
+        if r:
+            Q = seg.Q
+            Qn = Qn - Q @ (Q.T @ Qn)  # re-orthogonalisation pass against the segment basis
+            Qn = torch.linalg.qr(Qn).Q  # (d, p)
+            E = seg.Ginv @ (seg.S @ Ap.T).double()  # (r, p) least-squares coefficients of Ap on S
+            EZ = E @ Zinv  # (r, p)
+            G[:r, :r] += EZ @ E.T
+            G[:r, r: r + p] = -EZ
+            G[r: r + p, :r] = -EZ.T
+        G[r: r + p, r: r + p] = Zinv
+        seg._Q[r: r + p] = Qn.T
+        seg._S[r: r + p] = Ap
+        seg._idx[r: r + p] = slots
+        seg.r = r + p
+        self._seg[slots] = seg.sid
+        self._pos[slots] = torch.arange(r, r + p, device=slots.device)
         self._set_scores(seg)
 
-    def _add(self, seg: _Segment, slot: int, a: Tensor, q: Tensor, s: float):
-        """Append kept token (selection features a (d,), new direction q (d,), residual energy s)."""
-        r = seg.rank
-        seg.reserve(r + 1, self._rank_cap)
-        G = seg._G
-        if r:
-            b = (seg.S @ a).double()  # (r,)
-            g = G[:r, :r] @ b  # (r,)
-            G[:r, :r] += torch.outer(g, g, out=self._scratch(r, r, double=True)).div_(s)
-            col = -g / s
-            G[:r, r] = col
-            G[r, :r] = col
-        G[r, r] = 1.0 / s
-        seg._Q[:, r] = q
-        seg._S[r] = a
-        seg._idx[r] = slot
-        seg.r = r + 1
-        seg.slots.append(slot)
-        self._seg_of[slot] = seg
-        seg.updates += 1
-
-    def _remove(self, seg: _Segment, slot: int):
-        """Drop a kept token from its segment: Householder downdate of Q, block downdate of G^-1 (in place)."""
-        p = seg.slots.index(slot)
-        r = seg.rank
-        if r > 1:
-            S, Q, G = seg.S, seg.Q, seg._G
-            v = S.T @ G[:r, p].float()  # (d,) direction only token p covers
-            c = Q.T @ v  # (r,)
-            c = c / c.norm().clamp_min(1e-30)
-            w = c.clone()
-            w[-1] += torch.where(c[-1] >= 0, 1.0, -1.0)  # no host sync (GPU)
-            # (d, r - 1) Householder reflection, last column dropped
-            h = torch.outer(Q @ w, w[:-1], out=self._scratch(Q.shape[0], r - 1))
-            h *= 2.0 / (w @ w)  # float32 division: same bits as the float64 one rounded to float32
-            seg._Q[:, : r - 1] -= h
-            col = torch.cat([G[:p, p], G[p + 1: r, p]])  # (r - 1,)
-            piv = G[p, p].clone()
-            if p < r - 1:  # delete row/column p, keeping the order of the others
-                self._shift_up(G[p: r - 1, :r], G[p + 1: r, :r], double=True)
-                self._shift_up(G[: r - 1, p: r - 1], G[: r - 1, p + 1: r], double=True)
-                self._shift_up(seg._S[p: r - 1], seg._S[p + 1: r])
-                seg._idx[p: r - 1] = seg._idx[p + 1: r].clone()
-            G[: r - 1, : r - 1] -= torch.outer(col, col, out=self._scratch(r - 1, r - 1, double=True)).div_(piv)
-        seg.r = r - 1
-        seg.slots.pop(p)
-        seg.updates += 1
-        self._seg_of[slot] = None
-        if seg.updates >= self.refresh_every:
-            self._refresh(seg)
-        else:
-            self._set_scores(seg)
-        if not seg.rank:
+    def _downdate(self, seg: _Segment, pos: Tensor):
+        """Remove the kept tokens at rows pos (m,) of seg at once: one block Householder reflection of Q
+        (its first m columns span the directions only those tokens cover) and one block downdate of G^-1."""
+        r, m = seg.r, pos.numel()
+        if m >= r:
+            seg.r = 0
             self._segments.remove(seg)
             if self._current is seg:
                 self._current = None
+            return
+        keep = torch.ones(r, dtype=torch.bool, device=pos.device)
+        keep[pos] = False
+        kpos = torch.argsort((~keep).to(torch.uint8), stable=True)[: r - m]  # kept rows, in order; no sync
+        G = seg.Ginv
+        Gm = G[:, pos]  # (r, m)
+        V = seg.S.T @ Gm.float()  # (d, m): orthogonal to every kept row of S
+        a, tau = torch.geqrf(seg.Q.T @ V)  # (r, m): H^T C = [R; 0]
+        Qrest = torch.ormqr(a, tau, seg.Q, left=False)[:, m:]  # (Q H)[:, m:]: basis of the kept rows' span
+        Gkm = Gm.index_select(0, kpos)  # (r - m, m)
+        Gkk = G.index_select(0, kpos).index_select(1, kpos)  # (r - m, r - m)
+        Gnew = Gkk.sub_(Gkm @ torch.linalg.solve(Gm.index_select(0, pos), Gkm.T))
+        S, idx = seg.S.index_select(0, kpos), seg.idx[kpos]
+        n = r - m
+        seg._Q[:n] = Qrest.T
+        seg._G[:n, :n] = Gnew
+        seg._S[:n] = S
+        seg._idx[:n] = idx
+        seg.r = n
+        self._pos[idx] = torch.arange(n, device=idx.device)
+        seg.trim()
+        self._set_scores(seg)
+
+    # ---- temporal coverage ---------------------------------------------------------------------------
+    def _bins(self, times: Tensor) -> Tensor:
+        return ((times - self._t0) / self._bin).floor_().clamp_(min=0).long()
+
+    def _n_bins(self) -> int:
+        return int((self._t1 - self._t0) // self._bin) + 2
+
+    def _update_bin(self):
+        if not self.coverage:
+            return
+        span = self._t1 - self._t0
+        nmax = max(1, int(self.coverage * self.budget))
+        b = 2.0 ** (math.floor(math.log2(span / nmax)) + 1) if span > 0 else 2.0 ** -30
+        self._bin = max(self._bin, b)
+
+    def _priority(self) -> tuple[Tensor, Tensor | None]:
+        """(effective eviction score (cap,), protected mask or None): fill tokens score -(their bin's
+        count of kept tokens); per occupied bin the kept token with the largest score is protected."""
+        alive = self._alive
+        fill = alive & (self._seg < 0)
+        score = self._score.clone()
+        if not self.coverage:
+            return score, None
+        bins = self._bins(self._times).clamp_(max=self._n_bins() - 1)  # (cap,)
+        nb = self._n_bins()
+        occ = torch.zeros(nb, dtype=torch.float64, device=alive.device).index_add_(0, bins, alive.double())
+        score = torch.where(fill, -occ[bins], score)
+        pri = torch.where(alive, score, -math.inf)
+        best = torch.full((nb,), -math.inf, dtype=torch.float64, device=alive.device).scatter_reduce(
+            0, bins, pri, "amax")
+        slot = torch.arange(self._cap, device=alive.device)
+        key = torch.where(alive & (pri == best[bins]), slot, -1)
+        pick = torch.full((nb,), -1, dtype=torch.long, device=alive.device).scatter_reduce(0, bins, key, "amax")
+        prot = torch.zeros(self._cap + 1, dtype=torch.bool, device=alive.device)
+        prot[torch.where(pick >= 0, pick, self._cap)] = True
+        return score, prot[: self._cap]
 
     # ---- protocol ------------------------------------------------------------------------------------
     def push(self, tokens, time, *, weights=None, payload=None) -> None:
@@ -354,106 +424,209 @@ class StreamingSelector:
         sw = w.sqrt() if w is not None else torch.ones(n, device=device)
         A = X * sw[:, None]  # (n, d) weighted features
         energy = A.pow(2).sum(dim=1)  # (n,)
-        emax = float(energy.max())
-        cand = ((energy > 0) & (energy > ZERO_TOL * emax)).nonzero().reshape(-1)
-        if cand.numel():
-            self._select_block(X, A, energy, cand, t, ids, sw, payload, emax)
+        emax_t = energy.max()
+        ok = (energy > 0) & (energy > ZERO_TOL * emax_t)
+        emax, n_ok, e_sum, tmin, tmax = torch.stack([  # the block's statistics: one sync
+            emax_t.double(), ok.sum().double(), torch.where(ok, energy, 0.0).sum().double(), t.min(), t.max()
+        ]).tolist()
+        self._t0 = tmin if self._t0 is None else min(self._t0, tmin)
+        self._t1 = tmax if self._t1 is None else max(self._t1, tmax)
+        self._update_bin()
+        if n_ok:
+            cand = ok.nonzero().reshape(-1)  # (m,)
+            rest = self._select_block(X, A, cand, t, ids, sw, payload, self.novelty * e_sum / n_ok,
+                                      ZERO_TOL * emax)
+            self._fill(X, A, energy, rest, t, ids, sw, payload)
         self._evict()
 
-    def _select_block(self, X, A, energy, cand, t, ids, sw, payload, emax: float):
-        block_thresh = self.novelty * float(energy[cand].mean())
-        zero = ZERO_TOL * emax  # emax = energy[cand].max(): the block's largest energy is a candidate
+    def _gate(self, block_thresh: float) -> float:
+        """The energy a token needs to enter a basis: block novelty, and once the memory is full the smallest
+        eviction loss (fill tokens count as below zero: a full memory with fill tokens takes any novelty)."""
+        if self._count < self.budget:
+            return block_thresh
+        score, prot = self._priority()
+        kept = score.masked_fill(~self._alive, math.inf)
+        low, low_all = torch.stack([kept.masked_fill(prot, math.inf).min() if prot is not None else kept.min(),
+                                    kept.min()]).tolist()
+        return max(block_thresh, low if math.isfinite(low) else low_all)  # all protected: the bin's own
+
+    def _select_block(self, X, A, cand, t, ids, sw, payload, block_thresh: float, zero: float) -> Tensor:
+        """Basis picks of the block (greedy on the residual, at once per segment). Returns the candidate rows
+        left over (m',)."""
+        gate = self._gate(block_thresh)
+        stop = max(gate, zero)
         left = self.budget  # at most K picks per block
+        rest = cand
         first = True
-        while cand.numel() and left > 0:
-            # a full memory only takes tokens that lose more than its cheapest kept token would
-            full = int(self._alive.sum()) >= self.budget if self._cap else False
-            thresh = max(block_thresh, float(self._score.min())) if full else block_thresh
+        while rest.numel() and left > 0:
             seg = self._current
-            Ac = A[cand]  # (m, d)
-            if seg is not None and seg.rank >= self._rank_cap:
+            if seg is not None and seg.r >= self._rank_cap:
                 seg = None
-            if seg is not None and first and self.eviction == "usage" and seg.rank:
-                # energy of this block each kept token carries: least-squares coefficients on S
-                coef = (Ac @ seg.S.T).double() @ seg.Ginv  # (m, r)
-                self._use[seg.idx] += coef.pow(2).sum(dim=0)
-                self._set_scores(seg)
-            if seg is not None:
-                R = Ac - (Ac @ seg.Q) @ seg.Q.T
-                R -= (R @ seg.Q) @ seg.Q.T  # second pass
+            Ac = A[rest]  # (m, d)
+            R = None
+            if seg is not None and seg.r:
+                if first and self.eviction == "usage":
+                    coef = (Ac @ seg.S.T).double() @ seg.Ginv  # (m, r) least-squares coefficients on S
+                    self._use[seg.idx] += coef.pow(2).sum(dim=0)
+                    self._set_scores(seg)
+                R = torch.addmm(Ac, Ac @ seg.Q, seg.Q.T, alpha=-1.0)  # (m, d) the one projection
                 if first and self.segment_novelty is not None and \
-                        float(R.pow(2).sum()) > self.segment_novelty * float(energy[cand].sum()):
-                    seg = None
+                        float(R.pow(2).sum()) > self.segment_novelty * float(Ac.pow(2).sum()):
+                    seg, R = None, None
             if seg is None:
                 seg = self._new_segment()
-                self._segments.append(seg)
-                self._current = seg
-                R = Ac.clone()
+            if R is None:
+                R = Ac
             first = False
-            room = min(self._rank_cap - seg.rank, left)
-            picks, newQ, pe = greedy_residual(R, room, seg.Q, min_energy=thresh, zero_energy=zero)
-            if picks.numel():
-                slots = self._free_slots(picks.numel())  # (p,)
-                js = cand[picks]  # (p,) block rows, in pick order
-                self._raw[slots], self._sw[slots] = X[js], sw[js]
-                self._times[slots], self._ids[slots], self._alive[slots] = t[js], ids[js], True
-                self._mass[slots] = 1.0
-                self._use[slots] = 1.0
-                if self._out is not None:
-                    self._out[slots] = X[js]
-                if self._payload is not None:
-                    self._payload[slots] = payload[js.to(payload.device)].to(self._payload.device,
-                                                                             self._payload.dtype)
-                # add in pick order (Schur complements are sequential)
-                for i, (j, slot, e) in enumerate(zip(js.tolist(), slots.tolist(), pe.tolist())):
-                    self._add(seg, slot, A[j], newQ[:, i], e)
-                if seg.updates >= self.refresh_every:
-                    self._refresh(seg)
-                else:
-                    self._set_scores(seg)
-                left -= picks.numel()
-            if picks.numel() < room or seg.rank < self._rank_cap:
-                break  # stopped by the threshold: the rest of the block is explained
-            keep = torch.ones(cand.numel(), dtype=torch.bool, device=cand.device)
-            keep[picks] = False
-            cand = cand[keep]
+            res = R.pow(2).sum(dim=1)  # (m,)
+            room = min(self._rank_cap - seg.r, left)
+            k = min(room, int((res > stop).sum()))
+            if k == 0:
+                break
+            order = select_subspace(R, k)  # (k,) greedy order on the residuals
+            Qn, Rf = torch.linalg.qr(R[order].T)  # (d, k), (k, k): block Gram-Schmidt of the picks
+            pe = torch.diagonal(Rf).square()  # residual energy of each pick when taken
+            p = int(torch.cat([pe <= stop, pe.new_ones(1, dtype=torch.bool)]).to(torch.uint8).argmax())
+            if p:
+                js = rest[order[:p]]
+                slots = self._store(js, X, t, ids, sw, payload, basis=True)
+                self._add_block(seg, slots, A[js], Qn[:, :p], Rf[:p, :p])
+                left -= p
+                keep = torch.ones(rest.numel(), dtype=torch.bool, device=rest.device)
+                keep[order[:p]] = False
+                rest = rest[keep]
+            if p < k or seg.r < self._rank_cap:
+                break
+        return rest
+
+    def _fill(self, X, A, energy, rest, t, ids, sw, payload):
+        """Keep more of the block while the memory is not full (a new greedy round on the block's leftover
+        rows), and one token per coverage bin of the block that has no kept token."""
+        need = self.budget - self._count
+        if need > 0 and rest.numel():
+            m = rest.numel()
+            js = rest if m <= need else rest[select_subspace(A[rest], need)]
+            self._store(js, X, t, ids, sw, payload, basis=False)
+            if m <= need:
+                return
+            keep = torch.ones(X.shape[0], dtype=torch.bool, device=rest.device)
+            keep[js] = False
+            rest = rest[keep[rest]]
+        if not self.coverage or not rest.numel():
+            return
+        nb = self._n_bins()
+        alive = self._alive
+        bins = self._bins(self._times).clamp_(max=nb - 1)
+        occ = torch.zeros(nb, dtype=torch.long, device=alive.device).index_add_(0, bins, alive.long())
+        rb = self._bins(t[rest]).clamp_(max=nb - 1)  # (m,)
+        e = torch.where(occ[rb] == 0, energy[rest].double(), -1.0)  # rows of empty bins
+        best = torch.full((nb,), -1.0, dtype=torch.float64, device=alive.device).scatter_reduce(0, rb, e, "amax")
+        row = torch.arange(rest.numel(), device=rest.device)
+        key = torch.where((e >= 0) & (e == best[rb]), row, rest.numel())
+        first = torch.full((nb,), rest.numel(), dtype=torch.long, device=alive.device).scatter_reduce(
+            0, rb, key, "amin")
+        first = first[first < rest.numel()]  # one sync
+        if first.numel() and self._count >= self.budget and not bool((alive & (self._seg < 0)).any()):
+            # a memory of basis tokens only: a coverage pick would evict a basis direction; skip the picks
+            # that nearly duplicate a kept token (their stretch is represented by that token's content)
+            kept = torch.nn.functional.normalize(self._raw[alive.nonzero().reshape(-1)], dim=1)  # (k, d)
+            cos = (torch.nn.functional.normalize(X[rest[first]], dim=1) @ kept.T).abs().amax(dim=1)
+            first = first[cos <= DUPLICATE_COS]
+        if first.numel():
+            self._store(rest[first], X, t, ids, sw, payload, basis=False)
+            keep = torch.ones(rest.numel(), dtype=torch.bool, device=rest.device)
+            keep[first] = False
+            rest, rb = rest[keep], rb[keep]
+        if rest.numel():
+            self._spread(X, A, rest, rb, t, ids, sw, payload)
+
+    def _spread(self, X, A, rest, rb, t, ids, sw, payload):
+        """Spread the fill over time: while some bin holds more than its share K // (occupied bins) and still
+        has fill tokens to give, the block's bin takes fill tokens up to its share (greedy order on the block's
+        leftover rows); eviction then takes fill tokens from the most crowded bins."""
+        nb = self._n_bins()
+        alive = self._alive
+        bins = self._bins(self._times).clamp_(max=nb - 1)
+        occ = torch.zeros(nb, dtype=torch.long, device=alive.device).index_add_(0, bins, alive.long())
+        fill = alive & (self._seg < 0)
+        fill_occ = torch.where(fill, occ[bins], 0).max()
+        occupied, here, crowded = torch.stack([(occ > 0).sum(), occ[rb[0]], fill_occ]).tolist()
+        share = self.budget // max(1, occupied)
+        k = min(share - here, rest.numel())
+        if k > 0 and crowded > share:
+            self._store(rest[select_subspace(A[rest], k)], X, t, ids, sw, payload, basis=False)
 
     def _evict(self):
-        count = int(self._alive.sum()) if self._cap else 0
-        evicted = []
-        while count > self.budget:
-            slot = int(torch.argmin(self._score))
-            loss = float(self._score[slot])
-            seg = self._seg_of[slot]
-            self._remove(seg, slot)
-            self._alive[slot] = False
-            self._score[slot] = math.inf
-            evicted.append((slot, loss))
-            count -= 1
-            if self.recycle == "nearest":
-                self._merge_into_nearest(self._out[slot][None], self._mass[slot][None])
-        if self.recycle == "cluster" and evicted:
-            evicted.sort(key=lambda e: -e[1])
-            top = torch.tensor([s for s, _ in evicted[: max(1, math.ceil(self.recycle_frac * len(evicted)))]],
-                               device=self.device)
+        m = self._count - self.budget
+        evicted, losses = [], []
+        rounds = 0
+        while m > 0:
+            rounds += 1
+            score, prot = self._priority()
+            free = ~self._alive if prot is None else (~self._alive | prot)
+            score = score.masked_fill(free, math.inf)
+            order = torch.sort(score, stable=True).indices[:m]  # (m,) cheapest first
+            segs = self._seg[order]
+            if rounds < EVICT_ROUNDS:
+                order = order[~self._coupled(order, segs)]
+                segs = self._seg[order]
+            sids = segs.tolist()
+            for sid in sorted(set(sids) - {-1}):
+                seg = next(s for s in self._segments if s.sid == sid)
+                self._downdate(seg, self._pos[order[segs == sid]])
+            losses.append(score[order])
+            self._alive[order] = False
+            self._score[order] = math.inf
+            self._seg[order] = -1
+            self._count -= len(sids)
+            m -= len(sids)
+            evicted.append(order)
+        if not evicted:
+            return
+        slots = torch.cat(evicted)
+        if self.recycle == "nearest":
+            self._merge_into_nearest(self._out[slots], self._mass[slots])
+        elif self.recycle == "cluster":
+            loss = torch.cat(losses)
+            top = slots[torch.sort(-loss, stable=True).indices[: max(1, math.ceil(self.recycle_frac * slots.numel()))]]
             merged, assign = density_peak_merge(self._out[top], max(1, math.ceil(top.numel() / 2)))
             mass = torch.zeros(merged.shape[0], dtype=torch.float64, device=self.device).index_add_(
                 0, assign, self._mass[top])
             merged = torch.zeros_like(merged).index_add_(0, assign, self._out[top] * self._mass[top, None].float())
             self._merge_into_nearest(merged / mass[:, None].float(), mass)
 
+    def _coupled(self, order: Tensor, segs: Tensor) -> Tensor:
+        """(m,) bool: candidate i shares a segment with a cheaper candidate j and |G^-1_ij| /
+        sqrt(G^-1_ii G^-1_jj) > COUPLING (evicting both could lose a direction neither loses alone)."""
+        out = torch.zeros(order.numel(), dtype=torch.bool, device=order.device)
+        if order.numel() < 2:
+            return out
+        uniq, counts = torch.unique(segs, return_counts=True)
+        for sid, c in zip(uniq.tolist(), counts.tolist()):
+            if sid < 0 or c < 2:
+                continue
+            seg = next(s for s in self._segments if s.sid == sid)
+            sel = (segs == sid).nonzero().reshape(-1)  # ascending = cheapest first
+            p = self._pos[order[sel]]
+            G = seg.Ginv[p][:, p]  # (c, c)
+            dg = torch.diagonal(G).clamp_min(1e-300).sqrt()
+            strong = (G.abs() / (dg[:, None] * dg[None, :])) > COUPLING
+            out[sel] = torch.tril(strong, diagonal=-1).any(dim=1)
+        return out
+
     def _merge_into_nearest(self, toks: Tensor, mass: Tensor):
         alive = self._alive.nonzero().reshape(-1)
-        if not alive.numel():
+        if not alive.numel() or not toks.shape[0]:
             return
         kept = self._out[alive]  # (k, d)
         sim = torch.nn.functional.normalize(toks, dim=1) @ torch.nn.functional.normalize(kept, dim=1).T
         near = alive[sim.argmax(dim=1)]  # (m,)
-        for i in range(toks.shape[0]):
-            j = int(near[i])
-            mj, mi = float(self._mass[j]), float(mass[i])
-            self._out[j] = (self._out[j] * mj + toks[i] * mi) / (mj + mi)
-            self._mass[j] = mj + mi
+        u = near.unique()
+        madd = torch.zeros(self._cap, dtype=torch.float64, device=self.device).index_add_(0, near, mass)
+        sums = torch.zeros(self._cap, self.d, device=self.device).index_add_(0, near, toks * mass[:, None].float())
+        mu = self._mass[u]
+        self._out[u] = ((self._out[u] * mu[:, None].float() + sums[u]) / (mu + madd[u])[:, None].float())
+        self._mass[u] = mu + madd[u]
 
     @property
     def memory(self) -> Memory:
@@ -465,10 +638,11 @@ class StreamingSelector:
         alive = alive[torch.argsort(self._ids[alive])]
         toks = (self._out if self._out is not None else self._raw)[alive]
         pay = self._payload[alive] if self._payload is not None else None
-        return Memory(toks, self._times[alive], self._ids[alive], pay)  # indexing already copies
+        return Memory(toks, self._times[alive], self._ids[alive], pay)  # indexing copies, once
 
     def final(self, k: int, relevance=None) -> Tensor:
-        """Indices (ascending) into memory of at most k tokens for the LLM (question-aware with relevance)."""
+        """Indices (ascending) into memory of min(k, len(memory)) tokens for the LLM (question-aware with
+        relevance). The memory is copied once (the `memory` gather); nothing is rerun when k >= len(memory)."""
         return final_select(self.memory, k, relevance, mode=self.question_mode, alpha=self.alpha,
                             refine=self.final_refine)
 
@@ -486,6 +660,19 @@ class StreamingSelector:
     def n_segments(self) -> int:
         return len(self._segments)
 
+    @property
+    def n_basis(self) -> int:
+        """Kept tokens that hold a basis direction (the rest are fill / coverage tokens)."""
+        return sum(seg.r for seg in self._segments)
+
+    def buffer_bytes(self) -> int:
+        """Bytes of every tensor the selector holds (slot buffers and segment buffers)."""
+        ts = [self._raw, self._sw, self._mass, self._use, self._times, self._ids, self._alive, self._score,
+              self._seg, self._pos] if self._cap else []
+        ts += [t for t in (getattr(self, "_out", None), getattr(self, "_payload", None)) if t is not None]
+        ts += [t for s in self._segments for t in (s._S, s._Q, s._G, s._idx)]
+        return sum(t.numel() * t.element_size() for t in ts)
+
 
 def memory_bytes(budget: int, d: int, *, payload_width: int = 0, recycle: bool = False) -> int:
     """Upper estimate of the bytes a StreamingSelector of `budget` tokens of dimension `d` holds once its
@@ -494,8 +681,8 @@ def memory_bytes(budget: int, d: int, *, payload_width: int = 0, recycle: bool =
     their float64 Gram inverses (sum of r^2 <= budget * min(budget, d)). The baselines hold less."""
     k, d, pw = check_budget(budget), int(d), max(0, int(payload_width))
     rows = k + 64
-    per_row = 4 * d * (2 if recycle else 1) + 4 * pw + 8 * 6 + 4 + 1  # + sw, mass, use, times, ids, score, alive
-    bases = 2 * 2 * 4 * d * k + 8 * k * min(k, d)
+    per_row = 4 * d * (2 if recycle else 1) + 4 * pw + 8 * 8 + 4 + 1  # + sw, mass, use, times, ids, score, seg, pos, alive
+    bases = 2 * 2 * 4 * d * k + 8 * 2 * k * min(k, d)
     return rows * per_row + bases
 
 
