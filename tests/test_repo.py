@@ -10,11 +10,15 @@ def _readme_commands() -> list[str]:
     return [ln.strip() for ln in lines if ln.startswith("    pip install")]
 
 
-def test_ci_runs_the_readme_test_command_exactly():
+def test_ci_runs_the_readme_test_commands_exactly():
+    """The README's test commands (the main suite, the lmms-eval tests) are CI's legs, character for character."""
     test_cmds = [c for c in _readme_commands() if "pytest" in c]
-    assert len(test_cmds) == 1, test_cmds
-    ci = (ROOT / ".ci" / "run").read_text().splitlines()
-    assert test_cmds[0] in [ln.strip() for ln in ci], "README test command and .ci/run differ"
+    assert len(test_cmds) == 2, test_cmds
+    assert test_cmds[0].endswith('pip install -e ".[dev]" && python -m pytest -q'), test_cmds[0]
+    assert '".[dev,lmms-eval]"' in test_cmds[1] and "tests/test_lmms_eval.py" in test_cmds[1], test_cmds[1]
+    ci = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines()]
+    for cmd in test_cmds:
+        assert cmd in ci, f"README test command and .ci/run differ: {cmd}"
 
 
 def test_select_imports_nothing_but_torch_and_numpy():
