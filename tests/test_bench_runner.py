@@ -132,23 +132,145 @@ def test_a_subset_rerun_keeps_the_plan_order(tmp_path):
     assert not missing and [r["i"] for r in rows][::2] == [0, 1, 2, 3]
 
 
-def test_external_suites_get_only_the_options_they_declare(monkeypatch):
-    import argparse
+# ---------------------------------------------------------------- the one suite protocol (bench.protocol)
+def _toy_module(calls):
+    """A suite module following bench.protocol, registered under a made-up name by the tests below."""
+    import types
+
+    from streamprune.bench.protocol import Option, positive
+    from streamprune.bench.report import markdown_rows
+
+    mod = types.ModuleType("streamprune_test_toy_suite")
+    mod.OPTIONS = (Option("n", positive(int), 5, "units", quick_default=3),)
+
+    def plan(opts):
+        return [Unit(f"toy/u{i}", {"i": i, "device": opts.device}) for i in range(opts.extra["n"])]
+
+    def run_unit(u, opts):
+        calls.append(u.params["i"])
+        return [{"i": u.params["i"], "method": "subspace", "device": opts.device, "model": opts.model}]
+
+    mod.plan, mod.run_unit = plan, run_unit
+    mod.report = lambda rows, opts: "## toy suite\n\n" + markdown_rows(rows, [("i", "i", "d"), ("method", "method", "s")])
+    return mod
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    import sys
 
     from streamprune.bench import suites
 
-    ns = argparse.Namespace(suite="readers", quick=True, device="cpu", threads=1, dtype=None,
-                            suite_args="--minutes 1")
-    from streamprune.bench import readers_suite, select_suite
+    calls = []
+    monkeypatch.setitem(sys.modules, "streamprune_test_toy_suite", _toy_module(calls))
+    monkeypatch.setitem(suites.REGISTRY, "toy", "streamprune_test_toy_suite")
+    return calls
 
-    assert suites.external_argv(select_suite, ns) == ["--quick", "--device", "cpu", "--threads", "1", "--minutes", "1"]
-    assert suites.external_argv(readers_suite, ns) == ["--minutes", "1"]
-    seen = []
-    monkeypatch.setattr(readers_suite, "main", lambda argv: seen.append(argv) or 0)
-    assert suites.run(ns) == 0 and seen == [["--minutes", "1"]]
 
-    def bad(argv):
-        raise SystemExit(2)
-    monkeypatch.setattr(readers_suite, "main", bad)
-    with pytest.raises(ValueError, match="rejected"):
-        suites.run(ns)
+def test_cli_writes_out_and_one_json_file_and_a_resumed_run_skips_done_units(tmp_path, toy, capsys):
+    from streamprune.cli import main
+
+    out, js = tmp_path / "out", tmp_path / "all.json"
+    argv = ["bench", "--suite", "toy", "--out", str(out), "--json", str(js), "--device", "cpu", "--model", "tiny"]
+    assert main([*argv, "--opt", "n=4", "--max-units", "2"]) == 0
+    assert toy == [0, 1]
+    doc = json.loads(js.read_text())
+    assert doc["suite"] == "toy" and [r["i"] for r in doc["rows"]] == [0, 1] and len(doc["missing_units"]) == 2
+    assert main([*argv, "--opt", "n=4"]) == 0  # resumed: units 0 and 1 are not run again
+    assert toy == [0, 1, 2, 3]
+    doc = json.loads(js.read_text())
+    assert [r["i"] for r in doc["rows"]] == [0, 1, 2, 3] and doc["missing_units"] == []
+    assert all(r["device"] == "cpu" and r["model"] == "tiny" and r["method"] == "subspace" for r in doc["rows"])
+    assert doc["options"]["n"] == 4 and doc["options"]["device"] == "cpu"
+    for f in ("toy.jsonl", "toy.csv", "toy.md"):
+        assert (out / f).is_file(), f
+    assert len((out / "toy.jsonl").read_text().splitlines()) == 4
+    stdout = capsys.readouterr().out
+    assert "## toy suite" in stdout and "| 3 | subspace |" in stdout
+    assert (out / "toy.md").read_text().startswith("## toy suite") and "| 3 | subspace |" in (out / "toy.md").read_text()
+
+
+def test_quick_default_and_unknown_or_bad_suite_options_are_one_line_errors(tmp_path, toy, capsys):
+    from streamprune.bench import suites
+    from streamprune.cli import main
+
+    assert suites.options("toy", quick=True).extra == {"n": 3}
+    assert suites.options("toy").extra == {"n": 5}
+    cases = [(["--suite", "toy", "--opt", "nope=1"], "suite toy has no option 'nope' (its options: n)"),
+             (["--suite", "toy", "--presets", "x"], "suite toy has no option 'presets'"),
+             (["--suite", "toy", "--opt", "n=-1"], "suite toy, option n: expected a positive number"),
+             (["--suite", "toy", "--opt", "n"], "--opt wants KEY=VALUE"),
+             (["--suite", "readers", "--opt", "nope=1"], "suite readers has no option 'nope'"),
+             (["--suite", "nope"], "unknown suite 'nope'")]
+    for extra, phrase in cases:
+        assert main(["bench", "--out", str(tmp_path), *extra]) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and phrase in err and len(err.splitlines()) == 1, (extra, err)
+    assert toy == []  # nothing ran
+
+
+def test_every_registered_suite_plans_in_quick_with_the_same_options(tmp_path):
+    from streamprune.bench import suites
+
+    assert set(suites.SUITES) == {"features", "scaling", "qa", "select", "readers", "decoder", "ask", "live-soak"}
+    for name in suites.SUITES:
+        given = {"runs": str(tmp_path / "lmms-run")} if name == "qa" else {}  # qa: read a run (no lmms-eval here)
+        opts = suites.options(name, given=given, out=tmp_path / name, quick=True, device="cpu", threads=1)
+        units = suites.load_suite(name).plan(opts)
+        assert units and all(isinstance(u, Unit) for u in units), name
+        runner.check_unique(units)
+        json.dumps([u.params for u in units])  # params are JSON: ids are stable across runs
+
+
+def test_model_option_reaches_ask_and_decoder_and_a_tiny_model_is_the_default(tmp_path, monkeypatch):
+    from streamprune.bench import ask_suite, decoder_suite, suites
+    from streamprune.bench.protocol import model_kind
+
+    assert model_kind(None) == model_kind("tiny") == ("tiny", "qwen2_vl")
+    assert model_kind("random:qwen2-vl-7b") == ("random", "qwen2-vl-7b")
+    assert model_kind("some/checkpoint") == ("checkpoint", "some/checkpoint")
+
+    def dec(model):
+        return decoder_suite.plan(suites.options("decoder", out=tmp_path, quick=True, model=model))
+
+    tiny, big = dec(None)[0].params, dec("random:qwen2-vl-2b")[0].params
+    assert (tiny["hidden"], tiny["layers"]) == (256, 4)  # --quick: a small decoder
+    assert (big["hidden"], big["layers"], big["heads"], big["kv_heads"], big["intermediate"]) == (1536, 28, 12, 2, 8960)
+    assert dec("random:qwen2-vl-7b:layers=3")[0].params["layers"] == 3
+    with pytest.raises(ValueError, match="random-weight Qwen2 decoder"):
+        dec("Qwen/Qwen2-VL-2B-Instruct")
+
+    built = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_load(model, folder, *, device=None, dtype=None, **kw):
+        built.append((model, device, dtype))
+        raise Stop
+
+    monkeypatch.setattr(ask_suite, "load_adapter", fake_load)
+    ask_suite._ADAPTER.clear()
+    for model, want in ((None, None), ("random:qwen2-vl-2b", "random:qwen2-vl-2b")):
+        opts = suites.options("ask", out=tmp_path, quick=True, model=model, device="cpu", dtype="bfloat16")
+        units = ask_suite.plan(opts)
+        assert all(u.params["model"] == (model or "tiny") for u in units)
+        with pytest.raises(Stop):
+            ask_suite.run_unit(units[0], opts)
+        assert built[-1] == (want, "cpu", "bfloat16")
+
+
+def test_ask_quick_writes_out_and_json_with_the_tiny_model(tmp_path, capsys):
+    from streamprune.cli import main
+
+    out, js = tmp_path / "o", tmp_path / "ask.json"
+    assert main(["bench", "--suite", "ask", "--quick", "--out", str(out), "--json", str(js),
+                 "--opt", "minutes=0.1,0.2", "--opt", "full_fallback=0"]) == 0
+    rows = json.loads(js.read_text())["rows"]
+    assert [(r["minutes"], r["arm"]) for r in rows] == [(0.1, "pruned"), (0.1, "full"), (0.2, "pruned"), (0.2, "full")]
+    assert all(r["model"] == "tiny" and r["real_frames"] for r in rows)
+    pruned, full = rows[2], rows[3]
+    assert pruned["tokens_seen"] == full["tokens_to_llm"] > pruned["tokens_to_llm"]
+    assert pruned["tokens_to_llm"] == 32 and pruned["tokens_kept"] <= 128  # --quick budget and memory
+    assert (out / "ask.jsonl").is_file() and (out / "ask.md").read_text().startswith("## ask")
+    assert "| tiny | 12 s | pruned |" in capsys.readouterr().out

@@ -48,3 +48,18 @@ def test_cli_scaling_end_to_end(tmp_path, capsys):
     assert rows[2]["llm_tokens"] == 2 * rows[0]["llm_tokens"] and rows[3]["llm_tokens"] <= 8
     assert (tmp_path / "scaling-cost.png").is_file()
     assert "pruned" in capsys.readouterr().out
+
+
+def test_model_option_names_the_one_preset(tmp_path):
+    from streamprune.bench import suites
+
+    def presets(**kw):
+        units = scaling.plan(suites.options("scaling", out=tmp_path, quick=True, device="cpu", **kw))
+        return sorted({u.params["preset"] for u in units}), sorted({u.params["frames"] for u in units})
+
+    assert presets() == (["qwen2-vl-2b:layers=2,depth=1"], [4, 16])  # CPU default, --quick: two lengths
+    assert presets(model="random:qwen2-vl-7b:layers=1")[0] == ["qwen2-vl-7b:layers=1"]
+    assert presets(model=None, given={"presets": "tiny:qwen2_vl", "frames": "8"}) == (["tiny:qwen2_vl"], [8])
+    assert presets(model="tiny")[0] == ["tiny:qwen2_vl"]
+    with pytest.raises(ValueError, match="random-weight models"):
+        presets(model="Qwen/Qwen2-VL-2B-Instruct")

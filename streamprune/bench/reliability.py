@@ -23,114 +23,28 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
+from . import clips
+from .clips import write_audio_only, write_index_only, write_no_frames, write_png, write_resolution_change
 
 QUESTION = "Where is the white box?"
 LIMIT_S = 60.0  # per case: generous for a loaded 2-core machine (a tiny-model answer takes about 1 s)
 
 
-# ---------------------------------------------------------------- inputs made on the fly
-def _frame(i: int, h: int, w: int) -> np.ndarray:
-    img = np.full((h, w, 3), 60, np.uint8)
-    bw, bh = max(1, w // 4), max(1, h // 4)
-    x = (i * max(1, w // 8)) % max(1, w - bw)
-    img[h // 4: h // 4 + bh, x: x + bw] = 255
-    return img
-
-
-def write_video(path: Path, *, n=6, w=64, h=48, rate=2, codec="mpeg4", pix_fmt="yuv420p", fmt=None,
-                rotation=None, pts_ms=None, options=None) -> Path:
-    """n frames of a moving white box with PyAV (pts_ms: explicit times, variable frame rate; options:
-    the muxer's, e.g. {"movflags": "faststart"})."""
-    import av
-
-    with av.open(str(path), "w", format=fmt, options=options or {}) as c:
-        s = c.add_stream(codec, rate=rate)
-        s.width, s.height, s.pix_fmt = w, h, pix_fmt
-        if codec == "libx264":
-            s.options = {"preset": "ultrafast"}
-        if pts_ms is not None:
-            s.codec_context.time_base = s.time_base = Fraction(1, 1000)
-        if rotation is not None:
-            s.set_display_rotation(rotation)
-        for i in range(n):
-            f = av.VideoFrame.from_ndarray(_frame(i, h, w), format="rgb24")
-            if pts_ms is not None:
-                f.pts, f.time_base = int(pts_ms[i]), Fraction(1, 1000)
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
-
-
-def write_no_frames(path: Path) -> Path:
-    """An MP4 written with a video stream and no frame (the muxer keeps no track: no video stream)."""
-    import av
-
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("mpeg4", rate=2)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        c.start_encoding()
-    return path
-
-
-def write_index_only(path: Path) -> Path:
-    """A faststart MP4 (index first) cut where the frame data begins: frames listed, none there."""
-    full = write_video(path.with_suffix(".full.mp4"), n=8, options={"movflags": "faststart"})
-    data = full.read_bytes()
-    path.write_bytes(data[: data.index(b"mdat") + 4])
-    return path
+# ---------------------------------------------------------------- inputs made on the fly (bench.clips)
+def write_video(path: Path, *, n: int = 6, w: int = 64, h: int = 48, rate: float = 2, codec: str = "mpeg4",
+                **kw) -> Path:
+    """n frames of a moving white box (clips.box_frame) through clips.write_clip (kw: its options)."""
+    if codec == "libx264":
+        kw.setdefault("options", {"preset": "ultrafast"})
+    return clips.write_video(path, n=n, w=w, h=h, rate=rate, codec=codec, frame=clips.box_frame, **kw)
 
 
 def corrupt_packets(src: Path, dst: Path, first: int, count: int, seed: int = 0) -> Path:
-    """A copy of src with the payload of `count` video packets from packet `first` replaced by random bytes
-    (container structure intact: garbage mid-stream)."""
-    import av
-
-    with av.open(str(src)) as c:
-        spans = [(p.pos, p.size) for p in c.demux(video=0) if p.size][first:first + count]
-    data = bytearray(src.read_bytes())
-    rng = np.random.default_rng(seed)
-    for pos, size in spans:
-        data[pos:pos + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
-    dst.write_bytes(bytes(data))
-    return dst
-
-
-def write_audio_only(path: Path) -> Path:
-    import av
-
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("aac", rate=16000)
-        t = np.arange(16000) / 16000
-        fr = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None], format="fltp",
-                                        layout="mono")
-        fr.sample_rate, fr.pts = 16000, 0
-        for p in s.encode(fr):
-            c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
-
-
-def write_png(path: Path) -> Path:
-    from PIL import Image
-
-    Image.fromarray(_frame(0, 48, 64)).save(path, format="PNG")
-    return path
-
-
-def write_resolution_change(path: Path) -> Path:
-    """MPEG-TS of 320x240 then 640x360 (two streams concatenated, as adaptive bitrate does)."""
-    a = write_video(path.with_suffix(".a.ts"), n=4, w=320, h=240, codec="mpeg2video", fmt="mpegts")
-    b = write_video(path.with_suffix(".b.ts"), n=4, w=640, h=360, codec="mpeg2video", fmt="mpegts")
-    path.write_bytes(a.read_bytes() + b.read_bytes())
-    return path
+    """A copy of src with the payload of `count` video packets from packet `first` replaced by random bytes."""
+    return clips.corrupt_packets(src, first, count, seed, dst=dst)
 
 
 class Ctx:

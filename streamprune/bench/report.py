@@ -19,10 +19,6 @@ COLUMNS = {
     "scaling": [("preset", "preset", "s"), ("device", "device", "s"), ("mode", "mode", "s"), ("frames", "frames", "d"),
                 ("visual_tokens", "visual tok", "d"), ("llm_tokens", "LLM tok", "d"), ("status", "status", "s"),
                 ("prefill_s", "prefill s", ".3f"), ("select_s", "select s", ".3f"), ("peak_mb", "peak MB", ".1f")],
-    "qa": [("dataset", "dataset", "s"), ("method", "method", "s"), ("budget", "K", "s"), ("streaming", "stream", "s"),
-           ("n", "n", "d"), ("accuracy", "acc", ".3f"), ("relative", "rel. to full", ".3f"),
-           ("ttft_s", "TTFT s", ".3f"), ("tokens_per_s", "tok/s", ".1f"), ("peak_mb", "peak MB", ".1f"),
-           ("skipped", "skipped", "s"), ("relative_note", "note", "s")],
 }
 
 
@@ -66,13 +62,21 @@ def print_table(suite: str, rows: list[dict], *, title: str | None = None, file=
     Console(file=file or sys.stdout, width=250).print(t)
 
 
-def write_outputs(res: dict, args, to_markdown) -> None:
-    """A standalone suite's results: JSON on stdout, and to `--json` / `--markdown` files when given."""
-    import json
+def markdown_table(header: list[str], cells: list[list]) -> str:
+    """A markdown table: a header row, then one row per item of `cells` (already formatted text)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in cells]
+    return "\n".join(lines)
 
-    text = json.dumps(res, indent=1)
-    print(text)
-    if getattr(args, "json", None):
-        args.json.write_text(text)
-    if getattr(args, "markdown", None):
-        args.markdown.write_text(to_markdown(res) + "\n")
+
+def markdown_rows(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
+    """A markdown table of `rows` with columns [(row key, header, format)] (formats as in `fmt`)."""
+    return markdown_table([h for _, h, _ in cols], [[fmt(r.get(k), spec) for k, _, spec in cols] for r in rows])
+
+
+def markdown_for(suite: str, rows: list[dict], *, title: str, notes: list[str] | None = None) -> str:
+    """'## title', the rows as a markdown table (the suite's COLUMNS, else every scalar key), then notes."""
+    parts = [f"## {title}", "", markdown_rows(rows, columns_for(suite, rows)) if rows else "(no rows)"]
+    if notes:
+        parts += [""] + [f"- {n}" for n in notes]
+    return "\n".join(parts)

@@ -123,12 +123,12 @@ def _append(path: Path, rec: dict) -> None:
             f.seek(-1, os.SEEK_END)
             if f.read(1) != b"\n":
                 f.write(b"\n")
-        f.write((json.dumps(rec, default=_json_default, allow_nan=True) + "\n").encode())
+        f.write((json.dumps(rec, default=json_default, allow_nan=True) + "\n").encode())
         f.flush()
         os.fsync(f.fileno())
 
 
-def _json_default(o):
+def json_default(o):
     if hasattr(o, "item"):
         return o.item()
     if isinstance(o, Path):
@@ -266,7 +266,7 @@ def write_rows(out: Path, suite: str, rows: list[dict]) -> None:
     """OUT/<suite>.jsonl (one row per line) and OUT/<suite>.csv."""
     with open(Path(out) / f"{suite}.jsonl", "w", encoding="utf-8") as f:
         for row in rows:
-            f.write(json.dumps(row, default=_json_default) + "\n")
+            f.write(json.dumps(row, default=json_default) + "\n")
     write_csv(Path(out) / f"{suite}.csv", rows)
 
 

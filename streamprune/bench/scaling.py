@@ -6,6 +6,12 @@ variant for CPU). One 2-frame block is encoded by the model's own vision tower, 
 or on the `budget` tokens our streaming selector keeps ("pruned"). Out-of-memory is caught and recorded
 (status "oom"); the other units go on. peak_mb = tensor memory above the model weights during prefill
 (CUDA allocator on GPU, the dispatch tracker on CPU).
+
+    streamprune bench --suite scaling --quick
+    streamprune bench --suite scaling --model random:qwen2-vl-7b --device cuda --frames 256,1024,4096
+
+Models: --model (random:PRESET[:layers=N,depth=M] or tiny:FAMILY) runs that one; else the `presets` option;
+else qwen2-vl-2b and -7b on a GPU, a 2-layer qwen2-vl-2b on a CPU.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import numpy as np
 import torch
 
 from .memtrack import TensorMemoryTracker
+from .protocol import Option, SuiteOptions, ints, model_kind, positive, strs
+from .report import markdown_for
 from .runner import Unit
 
 CPU_PRESETS = ("qwen2-vl-2b:layers=2,depth=1",)
@@ -25,6 +33,13 @@ GPU_PRESETS = ("qwen2-vl-2b", "qwen2-vl-7b")
 CPU_FRAMES = (4, 16, 64)
 GPU_FRAMES = (16, 64, 256, 1024, 2048, 4096)
 QUESTION = "What happens in the video?"
+TITLE = "scaling: prefill time and memory vs video length, every token vs pruned"
+OPTIONS = (
+    Option("presets", strs, None, "comma-separated presets (PRESET[:layers=N,depth=M] or tiny:FAMILY)"),
+    Option("frames", ints, None, "comma-separated frame counts (default by device)"),
+    Option("budgets", ints, None, "token budget of the pruned arm (the first of the list; default 1024 GPU, 128 CPU)"),
+    Option("size", positive(int), None, "frame side in pixels (default 448 GPU, 224 CPU)"),
+)
 
 
 def parse_preset(spec: str) -> tuple[str, dict]:
@@ -134,7 +149,7 @@ def measure(spec: str, mode: str, frames: int, budget: int, size: int, device, d
             times = torch.cat([blk.times + b * period for b in range(n_blocks)])
             mem = Memory(toks.to(ad.dtype), times, torch.arange(toks.shape[0]), blk.payload.repeat(n_blocks, 1))
         elif mode == "pruned":
-            sel = make_selector("ours", budget)
+            sel = make_selector("subspace", budget)
             for b in range(n_blocks):
                 sel.push(block(b), blk.times + b * period, payload=blk.payload)
             m = sel.memory
@@ -162,7 +177,7 @@ def measure(spec: str, mode: str, frames: int, budget: int, size: int, device, d
     return row
 
 
-def plan(presets, frames, budget: int, size: int, device, dtype) -> list[Unit]:
+def make_plan(presets, frames, budget: int, size: int, device, dtype) -> list[Unit]:
     units = []
     for p in presets:
         parse_preset(p)
@@ -174,26 +189,43 @@ def plan(presets, frames, budget: int, size: int, device, dtype) -> list[Unit]:
     return units
 
 
-def _gpu() -> bool:
-    return torch.cuda.is_available()
+def _preset_of(model: str) -> str:
+    kind, value = model_kind(model)
+    if kind == "tiny":
+        return f"tiny:{value}"
+    if kind == "random":
+        return value
+    raise ValueError(f"the scaling suite builds random-weight models: --model random:PRESET or tiny:FAMILY, "
+                     f"not {model!r}")
 
 
-def plan_from_args(args) -> list[Unit]:
-    from .suites import _csv
-
-    quick = bool(getattr(args, "quick", False))
-    gpu = (getattr(args, "device", None) or ("cuda" if _gpu() else "cpu")).startswith("cuda")
-    presets = _csv(getattr(args, "presets", None)) or list(GPU_PRESETS if gpu else CPU_PRESETS)
-    frames = _csv(getattr(args, "frames", None), int) or list(GPU_FRAMES if gpu else CPU_FRAMES)
-    budget = (_csv(getattr(args, "budgets", None), int) or [1024 if gpu else 128])[0]
-    if quick:
+def plan(opts: SuiteOptions) -> list[Unit]:
+    x = opts.extra
+    gpu = (opts.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    if opts.model is not None:
+        presets = [_preset_of(opts.model)]
+    else:
+        presets = x["presets"] or list(GPU_PRESETS if gpu else CPU_PRESETS)
+    frames = x["frames"] or list(GPU_FRAMES if gpu else CPU_FRAMES)
+    if opts.quick and not x["frames"]:
         frames = frames[:2]
-    size = 448 if gpu else 224
-    return plan(presets, frames, budget, size, getattr(args, "device", None), getattr(args, "dtype", None))
+    budget = (x["budgets"] or [1024 if gpu else 128])[0]
+    size = x["size"] or (448 if gpu else 224)
+    return make_plan(presets, frames, budget, size, opts.device, opts.dtype)
 
 
-def make_runner(args):
-    def run_unit(u: Unit) -> list[dict]:
-        p = u.params
-        return [measure(p["preset"], p["mode"], p["frames"], p["budget"], p["size"], p["device"], p["dtype"])]
-    return run_unit
+def run_unit(unit: Unit, opts: SuiteOptions) -> list[dict]:
+    p = unit.params
+    return [measure(p["preset"], p["mode"], p["frames"], p["budget"], p["size"], p["device"], p["dtype"])]
+
+
+def report(rows: list[dict], opts: SuiteOptions) -> str:
+    return markdown_for("scaling", rows, title=TITLE,
+                        notes=["wall time; other work may share the cores",
+                               "peak_mb: tensor memory above the weights during prefill"])
+
+
+def plots(rows: list[dict], opts: SuiteOptions, folder) -> list:
+    from .plots import plot_scaling
+
+    return [plot_scaling(rows, folder)]

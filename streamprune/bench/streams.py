@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .clips import synthesize_clip  # the one clip writer (re-exported: bench.qa, tests use this name)
+
 
 @dataclass
 class SyntheticStream:
@@ -182,31 +184,3 @@ def sample_video(fallback_dir=None) -> Path:
     if not out.is_file():
         synthesize_clip(out)
     return out
-
-
-def synthesize_clip(path, *, seconds: float = 6.0, fps: int = 25, size=(240, 320)) -> Path:
-    """Write a deterministic test clip (moving gradient, a bouncing square, a scene cut at mid-clip)."""
-    import av
-    import numpy as np
-
-    h, w = _hw(size)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    yy, xx = np.mgrid[0:h, 0:w]
-    with av.open(str(path), "w") as out:
-        st = out.add_stream("mpeg4", rate=fps)
-        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
-        n = int(seconds * fps)
-        for i in range(n):
-            cut = i >= n // 2
-            img = np.zeros((h, w, 3), np.uint8)
-            img[..., 0] = ((xx + 3 * i) % 256) if not cut else (yy * 255 // h)
-            img[..., 1] = (yy * 255 // h) if not cut else ((xx * 7 + i) % 256)
-            img[..., 2] = 64 if not cut else 200
-            cx, cy = int((w - 40) * abs(math.sin(i / 20))), int((h - 40) * abs(math.cos(i / 30)))
-            img[cy:cy + 40, cx:cx + 40] = (255, 255, 0)
-            for pkt in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(pkt)
-        for pkt in st.encode():
-            out.mux(pkt)
-    return path

@@ -1,135 +1,109 @@
-"""`streamprune bench`: suite registry, the resumable/sharded run loop, merge, tables and plots.
+"""`streamprune bench`: the suite registry and the one loop every suite runs through.
 
-Own suites (features, scaling, qa) are planned as units and run through `runner`; the other modules'
-suites (select, readers, decoder, ask, live-soak) are called through their own `main(argv)` (their own options and table).
+    opts = options("readers", out=Path("out/bench"), quick=True, given={"minutes": "1"})
+    run_suite("readers", opts)
+
+A suite module follows bench.protocol (OPTIONS, plan, run_unit, report; optional TITLE, finalize, plots,
+THREADS). The loop plans the units, runs this rank's share through runner (resumable, shardable, progress
+on stderr), merges the part files, writes OUT/<suite>.jsonl / .csv / .md and --json, and prints the report
+on stdout. This module imports suite modules; a suite module never imports this one.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import time
 from pathlib import Path
+from types import ModuleType
 
 from rich.console import Console
 
 from . import runner
-from .report import print_table
+from .protocol import SuiteOptions, parse_extra
 
 log = logging.getLogger(__name__)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
-OWN = ("features", "scaling", "qa")
-EXTERNAL = {"select": "select_suite", "readers": "readers_suite", "decoder": "decoder_suite", "ask": "ask_suite",
-            "live-soak": "live_soak"}
-SUITES = OWN + tuple(EXTERNAL)
-DEFAULT_OUT = Path("out") / "bench"
+REGISTRY = {  # suite name -> module (imported on use)
+    "features": "streamprune.bench.features",
+    "scaling": "streamprune.bench.scaling",
+    "qa": "streamprune.bench.qa",
+    "select": "streamprune.bench.select_suite",
+    "readers": "streamprune.bench.readers_suite",
+    "decoder": "streamprune.bench.decoder_suite",
+    "ask": "streamprune.bench.ask_suite",
+    "live-soak": "streamprune.bench.live_soak",
+}
+SUITES = tuple(REGISTRY)
 
 
-def _csv(s, cast=str):
-    if s is None or s == "":
-        return None
-    if isinstance(s, (list, tuple)):
-        return [cast(x) for x in s]
+def conforms(mod: ModuleType) -> bool:
+    return all(callable(getattr(mod, f, None)) for f in ("plan", "run_unit", "report")) and hasattr(mod, "OPTIONS")
+
+
+def load_suite(name: str, *, merge_only: bool = False):
+    """The suite module (or, for a module not yet converted to the protocol, its temporary adapter).
+    merge_only: a name outside the registry (results of a custom loop) gets a generic report."""
+    if name not in REGISTRY:
+        if merge_only:
+            return _Generic(name)
+        raise ValueError(f"unknown suite {name!r}; known: {', '.join(SUITES)}")
     try:
-        return [cast(x.strip()) for x in str(s).split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"cannot parse the list {s!r}") from None
-
-
-def external_argv(mod, args) -> list[str]:
-    """argv for another module's suite `main`: our options it also declares, then --suite-args verbatim."""
-    import inspect
-    import shlex
-
-    src = inspect.getsource(mod)
-    argv = []
-    if getattr(args, "quick", False) and '"--quick"' in src:
-        argv.append("--quick")
-    for opt in ("device", "threads", "dtype"):
-        v = getattr(args, opt, None)
-        if v is not None and f'"--{opt}"' in src:
-            argv += [f"--{opt}", str(v)]
-    return argv + shlex.split(getattr(args, "suite_args", None) or "")
-
-
-def run_external(suite: str, args) -> int:
-    """Run another module's suite through its own `main(argv)` (its own table and options)."""
-    try:
-        mod = importlib.import_module(f"streamprune.bench.{EXTERNAL[suite]}")
+        mod = importlib.import_module(REGISTRY[name])
     except ImportError as e:
-        raise ValueError(f"suite {suite} is not available: {e}") from e
-    argv = external_argv(mod, args)
-    try:
-        return int(mod.main(argv) or 0)
-    except SystemExit as e:  # its argparse rejected an option: it printed the reason
-        if e.code in (0, None):
-            return 0
-        raise ValueError(f"suite {suite} rejected its options {argv} (pass its own flags with --suite-args)") from None
+        raise ValueError(f"suite {name} is not available: {e}") from e
+    if not conforms(mod):
+        raise ValueError(f"suite {name} ({REGISTRY[name]}) does not follow bench.protocol")
+    return mod
 
 
-def plan_suite(suite: str, args) -> tuple[list[runner.Unit], callable]:
-    """(units, run_unit) of one of our suites from CLI-like args."""
-    quick = bool(getattr(args, "quick", False))
-    out = Path(getattr(args, "out", None) or DEFAULT_OUT)
-    if suite == "features":
-        from . import features as F
-
-        streams, methods, budgets = F.settings(quick, _csv(getattr(args, "methods", None)),
-                                               _csv(getattr(args, "budgets", None), int),
-                                               _csv(getattr(args, "streams", None)))
-        return F.plan(streams, methods, budgets), F.make_runner(out / "cache")
-    if suite == "scaling":
-        from . import scaling as S
-
-        return S.plan_from_args(args), S.make_runner(args)
-    if suite == "qa":
-        from . import qa as Q
-
-        return Q.plan_from_args(args), Q.make_runner(args)
-    raise ValueError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
+def options(name: str, *, given: dict | None = None, **common) -> SuiteOptions:
+    """SuiteOptions for suite `name`: the shared options as keywords, `given` (name -> text) parsed against
+    the suite's OPTIONS (an undeclared one is a one-line ValueError)."""
+    suite = load_suite(name)
+    opts = SuiteOptions(**common)
+    opts.extra = parse_extra(name, getattr(suite, "OPTIONS", ()), given or {}, quick=opts.quick)
+    return opts
 
 
-def run(args) -> int:
-    """Entry point of `streamprune bench --suite S` (args: argparse namespace from the CLI)."""
-    suite = args.suite
-    if suite in EXTERNAL:
-        return run_external(suite, args)
-    if suite not in OWN:
-        raise ValueError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
-    out = Path(getattr(args, "out", None) or DEFAULT_OUT)
-    threads = getattr(args, "threads", None)
-    if threads is None and suite == "features":
-        threads = 1  # many small ops: extra intra-op threads only spin (20x slower on a loaded 2-core box)
+# ---------------------------------------------------------------- the loop
+def run_suite(name: str, opts: SuiteOptions, *, shard: str | None = None, max_units: int | None = None,
+              merge_wait: float = 0.0, plots_dir=None) -> int:
+    """Plan, run this rank's units (skipping those already done under opts.out), merge and report."""
+    suite = load_suite(name)
+    threads = opts.threads if opts.threads is not None else getattr(suite, "THREADS", None)
     if threads:
         import torch
 
         torch.set_num_threads(int(threads))
-    rank, world = runner.parse_shard(getattr(args, "shard", None))
-    units, run_unit = plan_suite(suite, args)
+    rank, world = runner.parse_shard(shard)
+    units = suite.plan(opts)
     if not units:
-        raise ValueError(f"{suite}: nothing to run with these settings")
+        raise ValueError(f"{name}: nothing to run with these settings")
     mine = runner.shard_units(units, rank, world)
-    err.print(f"[bold]{suite}[/bold]: {len(units)} units, rank {rank}/{world} takes {len(mine)}; results -> {out}")
+    err.print(f"[bold]{name}[/bold]: {len(units)} units, rank {rank}/{world} takes {len(mine)}; "
+              f"results -> {opts.out}", highlight=False)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=False) as prog:
-        task = prog.add_task(suite, total=None)
+        task = prog.add_task(name, total=None)
 
         def on_progress(i, n, unit, dt):
-            prog.update(task, completed=i, total=n, description=f"{suite} {unit.name} ({dt:.1f}s)")
+            prog.update(task, completed=i, total=n, description=f"{name} {unit.name} ({dt:.1f}s)")
 
-        summary = runner.run_units(suite, units, run_unit, out, rank=rank, world=world,
-                                   max_units=getattr(args, "max_units", None), on_progress=on_progress)
-    err.print(f"{suite}: {summary.ran} units run, {summary.skipped} already done"
-              + (" (stopped early: --max-units)" if summary.stopped_early else ""))
+        summary = runner.run_units(name, units, lambda u: suite.run_unit(u, opts), opts.out, rank=rank, world=world,
+                                   max_units=max_units, on_progress=on_progress)
+    err.print(f"{name}: {summary.ran} units run, {summary.skipped} already done"
+              + (" (stopped early: --max-units)" if summary.stopped_early else ""), highlight=False)
     if rank != 0:
-        err.print(f"rank {rank} done; rank 0 (or `streamprune bench merge {out}`) merges")
+        err.print(f"rank {rank} done; rank 0 (or `streamprune bench merge {opts.out}`) merges")
         return 0
-    wait = float(getattr(args, "merge_wait", 0) or 0)
-    _wait_for_shards(out, suite, units, wait)
-    return report(out, suite, plots_dir=getattr(args, "plots_dir", None))
+    _wait_for_shards(opts.out, name, units, float(merge_wait or 0))
+    finish(name, opts, plots_dir=plots_dir)
+    return 0
 
 
 def _wait_for_shards(out: Path, suite: str, units, wait_s: float) -> None:
@@ -139,7 +113,7 @@ def _wait_for_shards(out: Path, suite: str, units, wait_s: float) -> None:
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
             return
-    except Exception:  # noqa: BLE001 - no process group: fall back to polling
+    except ImportError:  # no torch.distributed: fall back to polling
         pass
     want = {u.id for u in units}
     t0 = time.monotonic()
@@ -147,52 +121,70 @@ def _wait_for_shards(out: Path, suite: str, units, wait_s: float) -> None:
         time.sleep(2.0)
 
 
-def report(out: Path, suite: str, plots_dir=None) -> int:
-    """Merge the suite's part files, print the table (stdout), write CSV/JSONL and plots."""
-    rows, missing = runner.merge(out, suite)
-    if suite == "qa":  # accuracy relative to the full-token run: known only after the merge
-        from .qa import add_relative
-
-        rows = add_relative(rows)
-        runner.write_rows(out, suite, rows)
-    print_table(suite, rows)
-    pdir = Path(plots_dir or out)
-    pdir.mkdir(parents=True, exist_ok=True)
-    written = make_plots(suite, rows, pdir)
-    err.print(f"{suite}: {len(rows)} rows -> {out / (suite + '.csv')}, {out / (suite + '.jsonl')}"
-              + (f"; plots: {', '.join(str(p) for p in written)}" if written else ""))
+def finish(name: str, opts: SuiteOptions, plots_dir=None) -> tuple[list[dict], str]:
+    """Merge the suite's part files under opts.out; write OUT/<suite>.jsonl, .csv, .md, --json and plots;
+    print the report on stdout. Returns (rows, markdown)."""
+    suite = load_suite(name, merge_only=True)
+    rows, missing = runner.merge(opts.out, name)
+    if callable(getattr(suite, "finalize", None)):
+        rows = suite.finalize(rows, opts)
+        runner.write_rows(opts.out, name, rows)
+    text = suite.report(rows, opts)
+    (opts.out / f"{name}.md").write_text(text + "\n", encoding="utf-8")
+    print(text, flush=True)
+    if opts.json is not None:
+        write_json(opts.json, name, opts, rows, missing)
+    written = []
+    if callable(getattr(suite, "plots", None)):
+        pdir = Path(plots_dir or opts.out)
+        pdir.mkdir(parents=True, exist_ok=True)
+        try:
+            written = [p for p in suite.plots(rows, opts, pdir) if p is not None]
+        except ImportError as e:
+            err.print(f"[yellow]no plots: {e}[/yellow]")
+    err.print(f"{name}: {len(rows)} rows -> {opts.out / (name + '.jsonl')}, .csv, .md"
+              + (f"; {opts.json}" if opts.json else "")
+              + (f"; plots: {', '.join(str(p) for p in written)}" if written else ""), highlight=False)
     if missing:
-        err.print(f"[yellow]{suite}: {len(missing)} units not finished yet (other shards?); "
-                  f"run `streamprune bench merge {out}` when they are[/yellow]")
-    return 0
+        err.print(f"[yellow]{name}: {len(missing)} units not finished yet (other shards?); "
+                  f"run `streamprune bench merge {opts.out}` when they are[/yellow]")
+    return rows, text
 
 
-def make_plots(suite: str, rows: list[dict], pdir: Path) -> list[Path]:
-    from . import plots
-
-    try:
-        if suite == "features":
-            ps = plots.plot_features_quality(rows, pdir) + [plots.plot_features_cost(rows, pdir)]
-        elif suite == "scaling":
-            ps = [plots.plot_scaling(rows, pdir)]
-        elif suite == "qa":
-            ps = [plots.plot_qa(rows, pdir)]
-        else:
-            ps = []
-    except ImportError as e:
-        err.print(f"[yellow]no plots: {e}[/yellow]")
-        return []
-    return [p for p in ps if p is not None]
+def write_json(path: Path, name: str, opts: SuiteOptions, rows: list[dict], missing: list[str]) -> Path:
+    """--json: one file with every row of the run, the options it ran with and the units still missing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"suite": name, "options": {"quick": opts.quick, "device": opts.device, "model": opts.model,
+                                      "dtype": opts.dtype, "threads": opts.threads, **opts.extra},
+           "rows": rows, "missing_units": missing}
+    path.write_text(json.dumps(doc, indent=1, default=runner.json_default, allow_nan=True) + "\n", encoding="utf-8")
+    return path
 
 
 def merge_cmd(out, plots_dir=None) -> int:
-    """`streamprune bench merge OUT`: merge and report every suite found under OUT."""
+    """`streamprune bench merge OUT`: merge and report every suite found under OUT (default options)."""
     out = Path(out)
     if not out.is_dir():
         raise ValueError(f"{out} is not a directory")
-    suites = runner.suites_in(out)
-    if not suites:
+    found = runner.suites_in(out)
+    if not found:
         raise ValueError(f"no bench results under {out} (expected <suite>.part-*.jsonl files)")
-    for s in suites:
-        report(out, s, plots_dir=plots_dir)
+    for s in found:
+        opts = options(s, out=out) if s in REGISTRY else SuiteOptions(out=out)
+        finish(s, opts, plots_dir=plots_dir)
     return 0
+
+
+class _Generic:
+    """Merge-only: rows of a suite outside the registry, every scalar column."""
+
+    OPTIONS = ()
+
+    def __init__(self, name):
+        self.name = name
+
+    def report(self, rows, opts):
+        from .report import markdown_for
+
+        return markdown_for(self.name, rows, title=self.name)
