@@ -78,7 +78,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attn", default=None, help="attention implementation: sdpa (default), eager, flash_attention_2")
     p.add_argument("--budget", type=int, default=1024, help="visual tokens given to the LLM")
     p.add_argument("--memory", type=int, default=None, help="streaming memory size in tokens (default max(4x budget, 512))")
-    p.add_argument("--method", default="ours", help="token selection method: {methods}")
+    p.add_argument("--method", default="subspace",
+                   help="token selection method: {methods} (\"ours\" is an old name of subspace)")
     p.add_argument("--alpha", type=float, default=None, help="question relevance exponent (default 0.3 Qwen, 0.75 LLaVA)")
     p.add_argument("--fps", type=float, default=1.0, help="frames per second sampled from the video")
     p.add_argument("--max-frames", type=int, default=None, help="at most this many frames, spread uniformly")
@@ -87,7 +88,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="decode frames more than 2x the model's input size smaller (faster on 4K/8K; pixels then "
                         "differ from the stock processor's by a few levels)")
     p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the selectors that draw random numbers")
+    p.add_argument("--tune-malloc", action="store_true",
+                   help="tune glibc's allocator to keep freed frame buffers (faster decoding of large frames; "
+                        "process-wide; also STREAMPRUNE_MALLOPT=1)")
     _add_debug(p)
 
 
@@ -113,9 +117,20 @@ def add_ask(sub) -> None:
     p.set_defaults(func=cmd_ask)
 
 
+def _method(name: str) -> str:
+    """--method, with an old name ("ours") said once on stderr and mapped to its method."""
+    from .select import METHOD_ALIASES
+
+    if name in METHOD_ALIASES:
+        err.print(f"[yellow]warning:[/yellow] --method {name} is now called {METHOD_ALIASES[name]}", highlight=False)
+        return METHOD_ALIASES[name]
+    return name
+
+
 def _config_kw(args) -> dict:
     """AskConfig fields from the shared model options."""
-    return dict(budget=args.budget, memory=args.memory, method=args.method, fps=args.fps, max_frames=args.max_frames,
+    return dict(budget=args.budget, memory=args.memory, method=_method(args.method), fps=args.fps,
+                max_frames=args.max_frames,
                 alpha=args.alpha, decoder_prune=args.decoder_prune, max_new_tokens=args.max_new_tokens, seed=args.seed,
                 decode_headroom=2.0 if args.fast_decode else None)
 
@@ -139,10 +154,10 @@ def _progress_bar():
 
 def _check_model_options(args) -> None:
     """--device (parsed and available), --dtype, --attn: one-line errors before anything loads."""
-    from .models.base import _parse_dtype, check_attn, parse_device
+    from .models import check_attn, parse_device, parse_dtype
 
     parse_device(args.device)
-    _parse_dtype(args.dtype)
+    parse_dtype(args.dtype)
     check_attn(args.attn)
 
 
@@ -174,8 +189,9 @@ def _first_interrupt_stops():
 def cmd_ask(args) -> int:
     import json
 
-    from .pipeline import (AskConfig, Pipeline, check_question, check_save_kept, check_video_path, probe_video,
-                           run_video)
+    from .checks import check_question, check_save_kept, check_video_path, probe_video
+    from .config import AskConfig
+    from .pipeline import Pipeline, run_video
 
     # everything cheap before the model loads: options, question, model options, the video opened and probed
     cfg = AskConfig(**_config_kw(args))
@@ -386,7 +402,7 @@ def _check_live_source(source, cfg) -> None:
     """The source checked before the model loads: a webcam that exists, a file that opens and probes."""
     import os
 
-    from .pipeline import check_video_path, probe_video
+    from .checks import check_video_path, probe_video
     from .readers import is_live_source
     from .readers.live import check_live_source, is_fifo
 
@@ -404,8 +420,8 @@ def _check_live_source(source, cfg) -> None:
 def cmd_live(args) -> int:
     import os
 
+    from .config import AskConfig
     from .live import parse_questions
-    from .pipeline import AskConfig
 
     # everything cheap before the model loads: options, questions, the source checked (a file probed)
     cfg = AskConfig(**_config_kw(args))
@@ -468,12 +484,12 @@ def _watch(args, cfg, questions, line: _StatusLine) -> int:
             session.stop(wait=1.0)
         except KeyboardInterrupt:
             pass
-        stats = session._refresh()
+        stats = session.refresh()
     except Exception:
         line.clear()
         if session.opened and not (session.error is not None and session.stats.processed == 0):
             # an error while watching: the summary of what was watched, then main's one `error:` line
-            err.print(_live_summary("stopped by an error", session._refresh()), markup=False, highlight=False)
+            err.print(_live_summary("stopped by an error", session.refresh()), markup=False, highlight=False)
         raise
     finally:
         line.clear()
@@ -491,38 +507,49 @@ def _watch(args, cfg, questions, line: _StatusLine) -> int:
 # ---------------------------------------------------------------- bench  (issue 7)
 def add_bench(sub) -> None:
     p = sub.add_parser("bench", help="measure methods and budgets side by side",
-                       description="Run a benchmark suite (resumable, shardable), or `bench merge OUT` to merge shards.")
+                       description="Run a benchmark suite (resumable, shardable), or `bench merge OUT` to merge "
+                                   "shards. Every suite takes the same shared options; its own options go in "
+                                   "`--opt KEY=VALUE` (or the named shortcuts below).")
     p.add_argument("action", nargs="?", choices=["run", "merge"], default="run",
                    help="run a suite (default) or merge the results under a folder")
     p.add_argument("merge_dir", nargs="?", metavar="OUT", help="folder to merge (with `merge`)")
     p.add_argument("--suite", default="features",
                    help="features | qa | scaling | select | readers | decoder | ask | live-soak")
     p.add_argument("--quick", action="store_true", help="small settings (minutes on a laptop CPU)")
-    p.add_argument("--out", default=None, help="results folder: JSON lines, CSV, plots (default out/bench)")
+    p.add_argument("--out", default=None, help="results folder: JSON lines, CSV, markdown, plots (default out/bench)")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write every row of the run to this JSON file")
+    p.add_argument("--model", default=None,
+                   help="tiny (default), tiny:FAMILY, random:PRESET (real config, random weights, e.g. "
+                        "random:qwen2-vl-2b), or a checkpoint (hub id / folder)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: the suite's, normally cpu)")
+    p.add_argument("--dtype", default=None, help="bfloat16, float16, float32 (default: the model's / device's)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: the suite's)")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="a suite's own option (repeatable), e.g. --opt minutes=1; unknown keys are an error")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="run slice I of N (default: RANK/WORLD_SIZE from torchrun/accelerate, else all)")
     p.add_argument("--max-units", type=int, default=None, help="stop after this many units (resume later)")
     p.add_argument("--merge-wait", type=float, default=0.0,
                    help="rank 0 waits up to this many seconds for the other shards before merging")
     p.add_argument("--plots-dir", default=None, help="write PNG plots here (default: --out)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (features default: 1)")
-    p.add_argument("--suite-args", default=None,
-                   help="select|readers|decoder|ask|live-soak: extra flags for that suite, e.g. '--minutes 1'")
-    p.add_argument("--methods", default=None, help="comma-separated method variants (default: all)")
-    p.add_argument("--budgets", default=None, help="comma-separated token budgets")
-    p.add_argument("--streams", default=None, help="features: comma-separated stream names")
-    p.add_argument("--presets", default=None, help="scaling: comma-separated model presets")
-    p.add_argument("--frames", default=None, help="scaling: comma-separated frame counts")
-    p.add_argument("--data", default=None, help="qa: folder holding the benchmark datasets")
-    p.add_argument("--datasets", default=None, help="qa: comma-separated datasets (videomme, mvbench, mlvu, "
-                                                    "egoschema, longvideobench)")
-    p.add_argument("--limit", type=int, default=None, help="qa: at most this many questions per dataset")
-    add_model_options(p)
+    for name, what in BENCH_SHORTCUTS:
+        p.add_argument(f"--{name}", default=None, help=f"= --opt {name}=...: {what}")
+    _add_debug(p)
     p.set_defaults(func=cmd_bench)
 
 
+# suite options common enough to have their own flag; each is `--opt NAME=VALUE` for the suites declaring it
+BENCH_SHORTCUTS = (("methods", "comma-separated method variants"), ("budgets", "comma-separated token budgets"),
+                   ("streams", "features: comma-separated stream names"),
+                   ("presets", "scaling: comma-separated model presets"),
+                   ("frames", "scaling: comma-separated frame counts"),
+                   ("tasks", "qa: comma-separated lmms-eval tasks"), ("limit", "qa: questions per task"))
+
+
 def cmd_bench(args) -> int:
-    from streamprune.bench import suites
+    from pathlib import Path
+
+    from streamprune.bench import protocol, suites
 
     if args.action == "merge":
         if not args.merge_dir:
@@ -530,7 +557,13 @@ def cmd_bench(args) -> int:
         return suites.merge_cmd(args.merge_dir, plots_dir=args.plots_dir)
     if args.merge_dir:
         raise UsageError(f"unexpected argument {args.merge_dir!r} (did you mean `bench merge {args.merge_dir}`?)")
-    return suites.run(args)
+    given = protocol.parse_pairs(args.opt)
+    given.update({name: getattr(args, name) for name, _ in BENCH_SHORTCUTS if getattr(args, name) is not None})
+    opts = suites.options(args.suite, given=given, out=Path(args.out) if args.out else protocol.DEFAULT_OUT,
+                          json=args.json, quick=args.quick, device=args.device, model=args.model, dtype=args.dtype,
+                          threads=args.threads)
+    return suites.run_suite(args.suite, opts, shard=args.shard, max_units=args.max_units,
+                            merge_wait=args.merge_wait, plots_dir=args.plots_dir)
 
 
 # ---------------------------------------------------------------- main
@@ -580,6 +613,17 @@ def _dash_question_argv(argv: list[str], e: ArgumentsError, parser) -> list[str]
     return [*argv[:i], *argv[i + 1:], "--", argv[i]]
 
 
+def _maybe_tune_malloc(args) -> None:
+    """The allocator tuning (readers.base.tune_malloc), opt-in: --tune-malloc or STREAMPRUNE_MALLOPT=1."""
+    import os
+
+    if getattr(args, "tune_malloc", False) or os.environ.get("STREAMPRUNE_MALLOPT", "").lower() in ("1", "true", "yes"):
+        from .readers.base import tune_malloc
+
+        if not tune_malloc(apply=True):
+            logging.getLogger(__name__).warning("--tune-malloc: not a glibc system, allocator left as it is")
+
+
 def main(argv: list[str] | None = None) -> int:
     """The one error path: every failure is one line on stderr (`error: ...`) and exit code 2; an
     interrupt is exit 130; the traceback only with --debug."""
@@ -605,6 +649,7 @@ def main(argv: list[str] | None = None) -> int:
         handler = logging.StreamHandler()
         handler.setFormatter(OneLineFormatter())  # warnings in one style: `warning: ...` on one line
         logging.basicConfig(level=level, handlers=[handler])
+        _maybe_tune_malloc(args)
         return int(args.func(args) or 0)
     except SystemExit:  # --help, or a subcommand's own exit code
         raise

@@ -86,3 +86,45 @@ def save_contact_sheet(path, frames, kept, grid, *, cols: int | None = None, tit
         draw.text((x + 2, y + tile.height + 2), f"{format_time(t)}  kept {n}", fill=(235, 235, 235), font=font)
     sheet.save(path, format="PNG")
     return path
+
+
+# ---------------------------------------------------------------- what the pipeline keeps for the sheet
+class Thumbs:
+    """At most `cap` small frames spread evenly over a stream of unknown length: keep every `stride`-th
+    frame, doubling the stride (and dropping every other thumbnail) when full."""
+
+    def __init__(self, cap: int):
+        self.cap, self.stride, self.items = max(0, cap), 1, {}  # index -> (time, image)
+
+    def offer(self, index: int, t: float, image: np.ndarray) -> None:
+        if self.cap == 0 or index % self.stride:
+            return
+        self.items[index] = (t, thumbnail(image))
+        while len(self.items) > self.cap:
+            self.stride *= 2
+            self.items = {i: v for i, v in self.items.items() if i % self.stride == 0}
+
+
+def token_cells_guess(enc, frame_pos: int, hw: tuple[int, int]):
+    """Guess one frame's token grid from the block's token count and the frame's aspect ratio.
+
+    Used for families whose adapter does not record positions: tokens laid out row-major on the grid
+    (rows * cols == n or n - 1, the extra CLS / newline token, assumed last, mapped nowhere) whose aspect
+    ratio is closest to the frame's."""
+    n = int(enc.tokens.shape[0])
+    H, W = hw
+    best = None
+    for extra in (0, 1):
+        m = n - extra
+        for r in range(1, int(math.isqrt(max(m, 1))) * 4 + 2):
+            if m > 0 and m % r == 0:
+                c = m // r
+                err = abs(math.log((r / c) / (H / W)))
+                if best is None or err < best[0] - 1e-9:
+                    best = (err, extra, r, c)
+    if best is None:
+        return None, None
+    _, extra, r, c = best
+    cell = np.full(n, -1, dtype=np.int64)
+    cell[: n - extra] = np.arange(n - extra)
+    return (r, c), cell

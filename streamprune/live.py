@@ -18,7 +18,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .pipeline import AskConfig, Pipeline, decode_size, rss_mb
+from .config import AskConfig
+from .memprobe import rss_mb
+from .pipeline import Pipeline, decode_size
 from .readers.base import one_line
 
 log = logging.getLogger(__name__)
@@ -230,7 +232,7 @@ class LiveSession:
             except queue.Empty:
                 self._due(self.stats.stream_time)
                 if status:
-                    status(self._refresh())
+                    status(self.refresh())
                 continue
             if fr is _END:
                 break
@@ -244,7 +246,7 @@ class LiveSession:
             self.stats.processed += 1
             self.stats.stream_time = fr.time
             if status:
-                status(self._refresh())
+                status(self.refresh())
         if not self.stop_event.is_set():  # end of stream: remaining questions see the final memory
             pipe.flush()  # an odd tail frame (2-frame blocks) enters memory too
             for t, q in self.scripted:
@@ -253,7 +255,8 @@ class LiveSession:
             while not self.asked.empty():
                 self._emit(self.asked.get_nowait(), None, at_end=True)
 
-    def _refresh(self) -> LiveStats:
+    def refresh(self) -> LiveStats:
+        """The session stats, brought up to date (tokens seen / kept, RSS, frames dropped); safe to call any time."""
         s = self.stats
         s.tokens_seen = self.pipe.tokens_seen
         s.tokens_kept = len(self.pipe.selector.memory)
@@ -285,7 +288,7 @@ class LiveSession:
             raise
         finally:
             self.stop()
-        s = self._refresh()
+        s = self.refresh()
         if s.interrupted:
             s.end_reason = "interrupted"
         elif self._finish.is_set():

@@ -38,8 +38,9 @@ GENERIC_NOUNS = frozenset("video clip footage scene frame image picture movie fi
 
 
 @functools.lru_cache(maxsize=1)
-def _load_nlp():
-    """The spaCy pipeline (tagger only), or None when no English model is installed."""
+def load_nlp():
+    """The spaCy pipeline (tagger only), or None when no English model is installed; loaded once per process
+    (Pipeline.warm calls it so that the load is not part of a question's latency)."""
     try:
         import spacy
     except ImportError:
@@ -78,7 +79,7 @@ def extract_nouns(question: str, *, use_spacy: bool = True) -> list[str]:
     """Nouns (and proper nouns) of `question`, lower-cased, unique, in order of appearance."""
     if not isinstance(question, str):
         raise ValueError(f"question must be a string, got {type(question).__name__}")
-    nlp = _load_nlp() if use_spacy else None
+    nlp = load_nlp() if use_spacy else None
     if nlp is None:
         return rule_based_nouns(question)
     doc = nlp(question)

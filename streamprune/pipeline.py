@@ -8,6 +8,9 @@ whole video's features. At question time the memory is re-scored against the que
     from streamprune.pipeline import ask
     answer = ask("video.mp4", "What does the man pick up?", model="Qwen/Qwen2-VL-2B-Instruct", budget=1024)
     print(answer.text, answer.tokens_to_llm, answer.timings)
+
+AskConfig / Answer live in config.py, the input and memory checks in checks.py, the first-token streamer in
+timing.py, the contact-sheet bookkeeping in contact_sheet.py; the names users import from here are kept.
 """
 
 from __future__ import annotations
@@ -15,179 +18,32 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import numbers
 import os
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .contact_sheet import save_contact_sheet, thumbnail
-from .memprobe import PeakMemory, rss_mb  # noqa: F401  (re-exported for callers of the old path)
+from .checks import (check_memory_fits, check_question, check_save_kept, check_video_path, iter_frames,
+                     probe_video)
+from .config import DEFAULT_MODEL, MAX_MEMORY_TOKENS, Answer, AskConfig, Progress
+from .contact_sheet import Thumbs, save_contact_sheet, token_cells_guess
+from .memprobe import PeakMemory, rss_mb  # noqa: F401  (rss_mb: old path, until bench imports memprobe)
 from .nouns import extract_nouns
+from .timing import FirstTokenTimer
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "Qwen/Qwen2-VL-2B-Instruct"
-MIN_MEMORY = 512
-# The most memory tokens AskConfig takes before any model is known (2**24 tokens at the smallest real
-# hidden size, 1536, is about 0.5 TB of selector state); Pipeline then checks the exact need against the
-# memory available on the model's device.
-MAX_MEMORY_TOKENS = 2**24
-MAX_THUMBS = 16
-
-Progress = Callable[[str, int, "int | None"], None]  # (stage, done, total or None)
+# the names of this module that users and older code import (re-exported from their modules)
+__all__ = ["Answer", "AskConfig", "DEFAULT_MODEL", "FirstTokenTimer", "MAX_MEMORY_TOKENS", "Pipeline", "Wrapped",
+           "ask", "check_question", "check_save_kept", "check_video_path", "decode_size", "expected_frames",
+           "probe_video", "run_video", "wrap"]
 
 
-# ---------------------------------------------------------------- config and answer
-@dataclass
-class AskConfig:
-    """What the job does. budget: visual tokens given to the LLM; memory: streaming memory size in tokens
-    (default max(4 * budget, 512); at most MAX_MEMORY_TOKENS = 2**24, and Pipeline refuses one its device
-    cannot hold); method: "ours" or a baseline of streamprune.select.METHODS. Every field is checked here:
-    a wrong type or value is a one-line ValueError."""
 
-    budget: int = 1024
-    memory: int | None = None
-    method: str = "ours"
-    fps: float = 1.0
-    max_frames: int | None = None
-    alpha: float | None = None          # ResPrune exponent; None: 0.3 for Qwen, 0.75 for LLaVA families
-    mode: str = "resprune"              # question-stage weighting: resprune | spare
-    decoder_prune: object = False       # also prune inside the decoder: True or a DecoderPruneConfig
-    max_new_tokens: int = 128
-    seed: int = 0
-    thumbnails: int = MAX_THUMBS        # frames kept as small thumbnails for --save-kept
-    # None: frames are decoded at full size and resized once, by the model's own rule (the stock processors'
-    # pixels); h > 1: a frame more than h x the model's input side is downscaled by the decoder first
-    # (faster on 4K/8K, a few uint8 levels off the stock pixels)
-    decode_headroom: float | None = None
-    selector_kw: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        from .select import METHODS
-
-        self.budget = _int_field("budget", self.budget, 1)
-        defaulted = self.memory is None
-        if defaulted:  # 4 x budget, at most the limit below (a budget above it is refused there)
-            self.memory = max(min(4 * self.budget, MAX_MEMORY_TOKENS), self.budget, MIN_MEMORY)
-        self.memory = _int_field("memory", self.memory, 1)
-        if self.memory < self.budget:
-            raise ValueError(f"memory ({self.memory}) must be >= budget ({self.budget})")
-        if self.memory > MAX_MEMORY_TOKENS:
-            what = f"budget {self.budget}" if defaulted else f"memory {self.memory}"
-            raise ValueError(f"{what} tokens is above the limit of {MAX_MEMORY_TOKENS} (2**24) tokens; "
-                             "use a smaller budget / memory")
-        if not isinstance(self.method, str) or self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
-        self.fps = _real_field("fps", self.fps, positive=True)
-        self.max_frames = _int_field("max_frames", self.max_frames, 1, none_ok=True)
-        self.alpha = _real_field("alpha", self.alpha, none_ok=True)
-        if not isinstance(self.mode, str) or self.mode not in ("resprune", "spare"):
-            raise ValueError(f"mode must be resprune or spare, got {self.mode!r}")
-        if self.decoder_prune is None:
-            self.decoder_prune = False
-        if not isinstance(self.decoder_prune, bool):
-            from .models.decoder_prune import DecoderPruneConfig
-
-            if not isinstance(self.decoder_prune, DecoderPruneConfig):
-                raise ValueError(f"decoder_prune must be True, False or a DecoderPruneConfig, got {self.decoder_prune!r}")
-        self.max_new_tokens = _int_field("max_new_tokens", self.max_new_tokens, 1)
-        self.seed = _int_field("seed", self.seed, 0)
-        self.thumbnails = _int_field("thumbnails", self.thumbnails, 0)
-        if self.decode_headroom is not None:
-            self.decode_headroom = _real_field("decode_headroom", self.decode_headroom)
-            if self.decode_headroom < 1.0:
-                raise ValueError(f"decode_headroom must be None or a number >= 1, got {self.decode_headroom!r}")
-        if not isinstance(self.selector_kw, dict):
-            raise ValueError(f"selector_kw must be a dict, got {type(self.selector_kw).__name__}")
-
-
-def _int_field(name: str, v, lo: int, *, none_ok: bool = False):
-    """An integer option >= lo (numpy integers too; bools, floats, strings, None rejected with ValueError)."""
-    if v is None and none_ok:
-        return None
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-    if v < lo:
-        raise ValueError(f"{name} must be {'positive' if lo == 1 else f'>= {lo}'}, got {v!r}")
-    return int(v)
-
-
-def _real_field(name: str, v, *, positive: bool = False, none_ok: bool = False):
-    """A finite real option (> 0 with positive, else >= 0); NaN, inf, bools, strings, None: ValueError."""
-    if v is None and none_ok:
-        return None
-    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 if positive else v >= 0)
-    if not ok:
-        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}")
-    return float(v)
-
-
-@dataclass
-class Answer:
-    text: str
-    question: str
-    tokens_seen: int                     # visual tokens encoded over the whole stream
-    tokens_kept: int                     # tokens in the streaming memory at question time
-    tokens_to_llm: int                   # tokens given to the LLM (<= budget)
-    span: tuple[float, float]            # stream time covered: first .. last frame seen (seconds)
-    timings: dict                        # seconds per stage: decode, encode, select, question, prefill, ttft, generate
-    peak_memory_mb: float                # CUDA max allocated on GPU, peak RSS on CPU
-    frames: int = 0
-    nouns: list = field(default_factory=list)
-    kept_span: tuple[float, float] = (0.0, 0.0)   # time range of the tokens given to the LLM
-    model: str = ""
-    method: str = ""
-    budget: int = 0
-    memory: int = 0
-    decoder_kept: dict = field(default_factory=dict)  # in-decoder stage: {layer: visual tokens after it}
-    interrupted: bool = False            # reading was stopped early (Ctrl-C): the answer covers `span` only
-    truncated: dict | None = None        # the file held less than its header states: {read_s, stated_s}
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["span"], d["kept_span"] = list(self.span), list(self.kept_span)
-        d["timings"] = {k: round(v, 6) for k, v in self.timings.items()}
-        d["peak_memory_mb"] = round(self.peak_memory_mb, 1)
-        return d
-
-
-class _FirstToken:
-    """A generate() streamer that records when the first new token arrives (the first put() is the prompt)."""
-
-    def __init__(self):
-        self.calls, self.first = 0, None
-
-    def put(self, value):
-        self.calls += 1
-        if self.calls == 2 and self.first is None:
-            self.first = time.perf_counter()
-
-    def end(self):
-        pass
-
-
-# ---------------------------------------------------------------- thumbnails for the contact sheet
-class _Thumbs:
-    """At most `cap` small frames spread evenly over a stream of unknown length: keep every `stride`-th
-    frame, doubling the stride (and dropping every other thumbnail) when full."""
-
-    def __init__(self, cap: int):
-        self.cap, self.stride, self.items = max(0, cap), 1, {}  # index -> (time, image)
-
-    def offer(self, index: int, t: float, image: np.ndarray) -> None:
-        if self.cap == 0 or index % self.stride:
-            return
-        self.items[index] = (t, thumbnail(image))
-        while len(self.items) > self.cap:
-            self.stride *= 2
-            self.items = {i: v for i, v in self.items.items() if i % self.stride == 0}
-
-
-def _subset(memory, idx: torch.Tensor):
+def subset_memory(memory, idx: torch.Tensor):
     """The Memory restricted to rows `idx` (still in arrival order when idx is ascending)."""
     payload = memory.payload
     if payload is not None:
@@ -196,20 +52,26 @@ def _subset(memory, idx: torch.Tensor):
                                payload=payload)
 
 
+
 # ---------------------------------------------------------------- the pipeline
 class Pipeline:
     """Owns one adapter and one selector; frames in, answers out. Holds the selector's memory only."""
 
     def __init__(self, adapter, config: AskConfig | None = None, *, progress: Progress | None = None):
+        """adapter: a models.Adapter (load_model / wrap_model) or a `wrap()` handle (its adapter, and its config
+        unless `config` is given). Nothing process-wide is changed (no global seed): `config.seed` goes to
+        the selectors that draw random numbers, each with its own torch.Generator."""
         from .select import default_alpha, make_selector
 
+        if isinstance(adapter, Wrapped):
+            config = config or adapter.config
+            adapter = adapter.adapter
         self.adapter = adapter
         self.config = config = config or AskConfig()
         self.progress = progress
         fam = getattr(adapter, "family", "")
         self.alpha = config.alpha if config.alpha is not None else default_alpha(fam)
         check_memory_fits(config, adapter)  # a memory the device cannot hold: refused before any frame
-        torch.manual_seed(config.seed)
         self.selector = make_selector(config.method, config.memory, **self._selector_kw())
         self.pending: list = []            # frames waiting for a full block
         self.frames_seen = 0
@@ -217,38 +79,44 @@ class Pipeline:
         self.t0: float | None = None
         self.t1: float | None = None
         self.timings = {"decode": 0.0, "encode": 0.0, "select": 0.0}
-        self.thumbs = _Thumbs(config.thumbnails)
+        self.thumbs = Thumbs(config.thumbnails)
         self.block_of: dict[int, tuple[int, int, tuple[int, int] | None, np.ndarray | None]] = {}
         self.peak = PeakMemory(getattr(adapter, "device", None))
         self.interrupted = False           # run_video was stopped before the end of the video
         self.truncated: dict | None = None  # run_video read a file shorter than its header says
         self.last_final: tuple[torch.Tensor, torch.Tensor] | None = None  # (ids, times) given to the LLM
+        self._next_index = 0               # index given to the next numpy frame (thumbnail bookkeeping)
 
     def _selector_kw(self) -> dict:
-        """Constructor options: ours takes the question-stage weighting, the baselines a seed."""
+        """Constructor options: subspace takes the question-stage weighting, the baselines a seed."""
         cfg = self.config
-        kw = {"alpha": self.alpha, "question_mode": cfg.mode} if cfg.method == "ours" else {"seed": cfg.seed}
+        kw = {"alpha": self.alpha, "question_mode": cfg.mode} if cfg.method == "subspace" else {"seed": cfg.seed}
         return {**kw, **cfg.selector_kw}
 
     def warm(self) -> None:
         """Load the noun tagger now, so that its one-off load time is not part of a question's latency."""
-        from .nouns import _load_nlp
+        from .nouns import load_nlp
 
-        _load_nlp()
+        load_nlp()
 
     # -- streaming
     @property
     def tokens_seen(self) -> int:
         return int(self.selector.tokens_seen)
 
-    def push_frames(self, frames: Iterable) -> None:
+    def push_frames(self, frames: Iterable, times=None) -> None:
         """Encode and select, one block of `adapter.frames_per_block` frames at a time; a partial block waits.
+
+        frames: readers.Frame objects (times=None; a reader can be passed and is streamed), or plain (H, W, 3)
+        uint8 RGB numpy arrays -- a list or one (T, H, W, 3) array -- with `times` (T,) in seconds. A wrong
+        shape, dtype or time is a one-line ValueError (checks.iter_frames).
 
         A frame of another size than the pending ones (a resolution change mid-stream) starts a new block: the
         pending partial block is flushed first (padded like a stream's end), so every block is encoded at its
         own size and keeps its frames' own times."""
         fpb = max(1, int(getattr(self.adapter, "frames_per_block", 1)))
-        for fr in frames:
+        for fr in iter_frames(frames, times, first_index=self._next_index):
+            self._next_index = max(self._next_index, int(fr.index) + 1)
             if self.pending and self.pending[-1].image.shape != fr.image.shape:
                 (h0, w0), (h1, w1) = self.pending[-1].image.shape[:2], fr.image.shape[:2]
                 log.info("frame size changes at %.2fs (%dx%d -> %dx%d): new block", fr.time, w0, h0, w1, h1)
@@ -331,15 +199,14 @@ class Pipeline:
         nouns, rel = self.relevance(question, memory)
         idx = self.selector.final(min(cfg.budget, len(memory)), rel)
         idx = torch.as_tensor(idx, dtype=torch.long).sort().values
-        sub = _subset(memory, idx)
+        sub = subset_memory(memory, idx)
         self.last_final = (sub.ids.clone(), sub.times.clone())
         t_q = time.perf_counter()
-        streamer = _FirstToken()
+        streamer = FirstTokenTimer()
         gen_kw = {"max_new_tokens": max_new_tokens or cfg.max_new_tokens, "streamer": streamer}
         if cfg.decoder_prune:
             gen_kw["decoder_prune"] = self.decoder_prune_config()
-        torch.manual_seed(cfg.seed)
-        with torch.inference_mode():
+        with torch.inference_mode():  # greedy: no random numbers drawn
             text = self.adapter.generate(sub, question, **gen_kw)
         t_g = time.perf_counter()
         prefill = (streamer.first or t_g) - t_q
@@ -393,31 +260,6 @@ class Pipeline:
         masks = [m if m is None or m.shape == tuple(grid) else None for m in masks]
         title = f"{len(kept_ids)} tokens to the LLM ({self.config.method}, budget {self.config.budget})"
         save_contact_sheet(path, frames, masks, grid, title=title)
-
-
-def token_cells_guess(enc, frame_pos: int, hw: tuple[int, int]):
-    """Guess one frame's token grid from the block's token count and the frame's aspect ratio.
-
-    Used for families whose adapter does not record positions: tokens laid out row-major on the grid
-    (rows * cols == n or n - 1, the extra CLS / newline token, assumed last, mapped nowhere) whose aspect
-    ratio is closest to the frame's."""
-    n = int(enc.tokens.shape[0])
-    H, W = hw
-    best = None
-    for extra in (0, 1):
-        m = n - extra
-        for r in range(1, int(math.isqrt(max(m, 1))) * 4 + 2):
-            if m > 0 and m % r == 0:
-                c = m // r
-                err = abs(math.log((r / c) / (H / W)))
-                if best is None or err < best[0] - 1e-9:
-                    best = (err, extra, r, c)
-    if best is None:
-        return None, None
-    _, extra, r, c = best
-    cell = np.full(n, -1, dtype=np.int64)
-    cell[: n - extra] = np.arange(n - extra)
-    return (r, c), cell
 
 
 # ---------------------------------------------------------------- the few-lines API
@@ -509,135 +351,27 @@ def run_video(pipe: Pipeline, video, *, progress: Progress | None = None, stop=N
         raise ValueError(f"no frames could be read from {video}")
 
 
-def check_question(question) -> str:
-    """The question, or ValueError when it is not a non-empty string."""
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError("question must be a non-empty string" + ("" if isinstance(question, str) else
-                                                                  f", got {type(question).__name__}"))
-    return question
-
-
-def check_video_path(video) -> str:
-    """The path of an existing, non-empty, readable regular file (a folder, device, FIFO or socket is refused
-    here, before a reader could block on it); ReaderError (a ValueError) with the reason otherwise."""
-    from .readers import ReaderError
-    from .readers.base import check_file
-
-    try:
-        path = os.fsdecode(os.fspath(video))
-    except TypeError:
-        raise ReaderError(f"video must be a file path, got {type(video).__name__}") from None
-    if not path:
-        raise ReaderError("video path is empty")
-    return str(check_file(path))
-
-
-def check_save_kept(path) -> str:
-    """A .png path in an existing folder (for save_kept), or ValueError."""
-    p = os.fsdecode(os.fspath(path))
-    d = os.path.dirname(os.path.abspath(p))
-    if not p.lower().endswith(".png") or not os.path.isdir(d):
-        raise ValueError(f"save_kept needs a .png path in an existing folder, got {p}")
-    return p
-
-
-def probe_video(path, config: AskConfig):
-    """Open the video and read its header (no frame decoded) with the config's sampling: a corrupt or
-    unsupported file fails here, before any model loads. Returns the reader's VideoInfo."""
-    from .readers import open_video
-
-    with open_video(str(path), fps=config.fps, max_frames=config.max_frames) as reader:
-        return getattr(reader, "info", None)
-
-
-def available_bytes(device) -> int | None:
-    """Memory free for new tensors on `device`: CUDA free + torch's cached blocks; CPU: MemAvailable
-    (bounded by the cgroup limit when there is one); None when unknown (other devices)."""
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    if dev.type == "cuda":
-        try:
-            free, _ = torch.cuda.mem_get_info(dev)
-            return int(free + torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev))
-        except (RuntimeError, AssertionError):
-            return None
-    if dev.type != "cpu":
-        return None
-    have = None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    have = int(line.split()[1]) * 1024
-                    break
-    except OSError:
-        pass
-    if have is None:
-        try:
-            have = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return None
-    try:  # cgroup v2: a container's limit can be far below the host's MemAvailable
-        with open("/sys/fs/cgroup/memory.max") as f:
-            limit = f.read().strip()
-        if limit != "max":
-            with open("/sys/fs/cgroup/memory.current") as f:
-                have = min(have, int(limit) - int(f.read().strip()))
-    except (OSError, ValueError):
-        pass
-    return max(0, have)
-
-
-def _payload_width(adapter) -> int:
-    """Float columns of a token's payload (Qwen3-VL carries its deepstack features)."""
-    if getattr(adapter, "family", "") == "qwen3_vl":
-        vc = getattr(getattr(adapter, "config", None), "vision_config", None)
-        return 6 + len(getattr(vc, "deepstack_visual_indexes", None) or ()) * int(adapter.hidden_size)
-    return 6
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
-
-
-def check_memory_fits(config: AskConfig, adapter) -> None:
-    """Refuse a memory the adapter's device cannot hold once full (selector.memory_bytes: tokens x hidden
-    size x 4 bytes, plus bases and payload) with the reason and the largest memory that would fit."""
-    from .select import memory_bytes
-
-    d = getattr(adapter, "hidden_size", None)
-    if not isinstance(d, int) or d <= 0:
-        return
-    device = getattr(adapter, "device", None)
-    kw = dict(payload_width=_payload_width(adapter), recycle=bool(config.selector_kw.get("recycle")))
-    need = memory_bytes(config.memory, d, **kw)
-    have = available_bytes(device)
-    if have is None or need <= have:
-        return
-    lo, hi = 0, config.memory  # the largest memory that fits: bisection on the estimate
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if memory_bytes(mid, d, **kw) <= have else (lo, mid - 1)
-    raise ValueError(f"a memory of {config.memory} tokens at hidden size {d} needs about {_gib(need)}, but "
-                     f"{device or 'cpu'} has {_gib(have)} available; use a memory (and budget) of at most {lo} tokens")
-
-
 def ask(video, question: str, *, model=DEFAULT_MODEL, device=None, dtype=None, attn=None,
         progress: Progress | None = None, save_kept=None, stop=None, **config) -> Answer:
     """Answer `question` about `video` with at most `budget` visual tokens reaching the LLM.
 
-    `model` is a hub id / local folder or an already loaded Adapter; `config` holds AskConfig fields.
+    `model` is a hub id / local folder, an already loaded Adapter or a `wrap()` handle (whose config fields are
+    the defaults here); `config` holds AskConfig fields.
     Everything cheap is checked before the model loads: the options, the question, the video (opened and
     probed) and save_kept. `stop` (an Event or callable, see run_video): stop reading early and answer
     from the frames read so far."""
+    if isinstance(model, Wrapped):
+        config = {**model.config_fields(), **config}
+        model = model.adapter
     cfg = AskConfig(**config)
     check_question(question)
     path = check_video_path(video)
     if save_kept is not None:
         check_save_kept(save_kept)
     if isinstance(model, (str, os.PathLike)):
-        from .models.base import _parse_dtype, check_attn, parse_device
+        from .models import check_attn, parse_device, parse_dtype
 
-        parse_device(device), _parse_dtype(dtype), check_attn(attn)
+        parse_device(device), parse_dtype(dtype), check_attn(attn)
     probe_video(path, cfg)
     if isinstance(model, (str, os.PathLike)):
         from .models import load_model
@@ -652,3 +386,49 @@ def ask(video, question: str, *, model=DEFAULT_MODEL, device=None, dtype=None, a
     if save_kept is not None:
         pipe.save_kept(save_kept)
     return answer
+
+
+# ---------------------------------------------------------------- an already-loaded model
+@dataclass(frozen=True)
+class Wrapped:
+    """What `wrap()` returns: the model's adapter and the AskConfig its calls start from.
+
+    handle.ask(video, question, **overrides) -> Answer; handle.pipeline(**overrides) -> Pipeline; the handle
+    can also be passed to `ask(model=...)` and `Pipeline(...)`. overrides: AskConfig fields."""
+
+    adapter: object
+    config: AskConfig
+
+    def config_fields(self, **overrides) -> dict:
+        return {**{f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.config)}, **overrides}
+
+    def pipeline(self, *, progress: Progress | None = None, **overrides) -> Pipeline:
+        cfg = AskConfig(**self.config_fields(**overrides)) if overrides else self.config
+        return Pipeline(self.adapter, cfg, progress=progress)
+
+    def ask(self, video, question: str, **overrides) -> Answer:
+        return ask(video, question, model=self, **overrides)
+
+
+def wrap(model, processor, **config) -> Wrapped:
+    """Use an already-loaded transformers model with its processor (AutoProcessor.from_pretrained(...)):
+
+        handle = streamprune.wrap(model, processor, budget=512)
+        answer = handle.ask("video.mp4", "What happens?")
+
+    The processor's tokenizer, chat template and video-processor settings (pixel bounds, mean/std, patch /
+    merge / temporal patch sizes) are used instead of the family's defaults (models.wrap_model, which warns
+    with one line where it must fall back). Where the processor samples frames itself (`do_sample_frames`, as
+    Qwen3-VL's does), its `fps` is the default frame rate. `config`: AskConfig fields, plus `positions=` for the
+    adapter; checked before the adapter is built."""
+    from .models import wrap_model
+
+    adapter_kw = {k: config.pop(k) for k in ("positions",) if k in config}
+    cfg = AskConfig(**config)  # bad options: one-line ValueError before anything else
+    adapter = wrap_model(model, processor, **adapter_kw)
+    pp = adapter.preprocessing
+    fps = pp.get("fps")
+    if "fps" not in config and pp.get("do_sample_frames") and isinstance(fps, (int, float)) and fps > 0:
+        log.info("frame rate %.3g fps from the processor (do_sample_frames)", fps)
+        cfg = dataclasses.replace(cfg, fps=float(fps))
+    return Wrapped(adapter, cfg)

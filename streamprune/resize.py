@@ -1,6 +1,7 @@
 """Frame -> model-input resize policy, in torch (no torchvision).
 
-Shared by the readers (to cap decode resolution early) and the model adapters (exact model input size).
+Used by the model adapters (the exact model input size, as the stock processors compute it). The readers cap
+the decode resolution with their own size callbacks (readers.base.size_callback), not with this module.
 """
 
 from __future__ import annotations

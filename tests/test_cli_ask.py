@@ -8,7 +8,7 @@ import pytest
 
 from streamprune.cli import main
 
-from test_pipeline import make_video  # tests/ is on sys.path (pytest rootdir-less prepend mode)
+from streamprune.bench.clips import write_box_clip as make_video
 
 
 
@@ -33,14 +33,14 @@ def run(capsys, argv):
 def test_ask_json(capsys, tiny_qwen, clip, tmp_path):
     png = tmp_path / "kept.png"
     code, out, err = run(capsys, ["ask", str(clip), "Where is the white box?", "--model", str(tiny_qwen),
-                                  "--budget", "16", "--memory", "40", "--max-new-tokens", "4", "--json",
+                                  "--budget", "8", "--memory", "12", "--max-new-tokens", "4", "--json",
                                   "--save-kept", str(png)])
     assert code == 0, err
     d = json.loads(out)
     for k in ("text", "tokens_seen", "tokens_kept", "tokens_to_llm", "span", "timings", "peak_memory_mb", "frames"):
         assert k in d
-    assert 0 < d["tokens_to_llm"] <= 16 and d["tokens_to_llm"] <= d["tokens_kept"] <= 40
-    assert d["frames"] == 5 and d["tokens_seen"] > d["tokens_kept"]
+    assert 0 < d["tokens_to_llm"] <= 8 and d["tokens_to_llm"] <= d["tokens_kept"] <= 12
+    assert d["frames"] == 5 and d["tokens_seen"] > d["tokens_kept"]  # 18 tokens seen, a memory of 12
     for k in ("decode", "encode", "select", "question", "prefill", "ttft", "generate"):
         assert d["timings"][k] >= 0
     assert d["peak_memory_mb"] > 10
@@ -196,9 +196,10 @@ def test_a_question_starting_with_a_dash(capsys, tiny_qwen, clip):
 
 
 def test_a_budget_the_machine_cannot_hold_is_refused_after_load_before_reading(capsys, monkeypatch, tiny_qwen, clip):
+    import streamprune.checks as checks
     import streamprune.pipeline as pl
 
-    monkeypatch.setattr(pl, "available_bytes", lambda device: 2**20)
+    monkeypatch.setattr(checks, "available_bytes", lambda device: 2**20)
     read = []
     monkeypatch.setattr(pl, "run_video", lambda *a, **k: read.append(1))
     code, out, err = run(capsys, ["ask", str(clip), "q", "--model", str(tiny_qwen), "--memory", "100000"])
@@ -268,3 +269,35 @@ def test_ctrl_c_twice_exits_130(tiny_qwen, long_clip):
     assert code == 130, err[-2000:]
     assert "Traceback" not in err and out == ""
     assert err.strip().splitlines()[-1] == "error: interrupted"
+
+
+# ---------------------------------------------------------------- allocator tuning: CLI only, opt-in
+def _in_fresh_process(code: str) -> str:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          timeout=300).stdout.strip().splitlines()[-1]
+
+
+def test_readers_leave_the_allocator_alone(clip):
+    """Opening and reading a file (the readers' constructors) tunes nothing; only an explicit apply does."""
+    code = ("from streamprune.readers import open_video; from streamprune.readers.base import tune_malloc\n"
+            f"with open_video({str(clip)!r}) as r: frames = list(r)\n"
+            "print(len(frames) > 0, tune_malloc())")
+    assert _in_fresh_process(code) == "True False"
+
+
+@pytest.mark.parametrize("how", ["flag", "env", "neither"])
+def test_the_cli_tunes_the_allocator_only_when_asked(tmp_path, how):
+    """main() applies the tuning before the command runs (here one that fails at once: a missing video)."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc allocator tuning is Linux-only")
+    flag = ", '--tune-malloc'" if how == "flag" else ""
+    env = "import os; os.environ['STREAMPRUNE_MALLOPT'] = '1'\n" if how == "env" else ""
+    code = (env + "from streamprune.cli import main; from streamprune.readers.base import tune_malloc\n"
+            f"code = main(['ask', {str(tmp_path / 'missing.mp4')!r}, 'What?'{flag}])\n"
+            "print(code, tune_malloc())")
+    assert _in_fresh_process(code) == ("2 True" if how != "neither" else "2 False")

@@ -20,7 +20,7 @@ from streamprune.cli import main
 from streamprune.live import LiveSession, parse_questions
 from streamprune.pipeline import AskConfig
 
-from test_pipeline import make_video  # tests/ is on sys.path (pytest rootdir-less prepend mode)
+from streamprune.bench.clips import write_box_clip as make_video
 
 SENDER = r"""
 import sys, time, av, numpy as np

@@ -131,7 +131,7 @@ def test_presets_parameter_counts_match_the_checkpoints():
 
 
 def test_meta_materialisation_gives_a_working_model(tmp_path):
-    from streamprune.models.base import adapter_for
+    from streamprune.models import adapter_for
     from streamprune.models.tiny import _model_class, build_tokenizer, materialize, tiny_config
 
     tok = build_tokenizer("qwen2_vl")

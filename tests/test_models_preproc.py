@@ -7,7 +7,7 @@ import json
 import pytest
 
 from streamprune.models import load_model, write_tiny_model
-from streamprune.models.base import video_preproc_config
+from streamprune.models import video_preproc_config
 from streamprune.resize import clip_resize, smart_resize
 
 SIZES = [(720, 1280), (544, 1280), (359, 641), (144, 176), (120, 1000), (700, 90), (28, 28), (13, 2000 // 11)]
@@ -80,9 +80,9 @@ def test_ask_sizes_qwen3_frames_by_the_files_frame_count(tmp_path):
     from streamprune.models.qwen_vl import P_GH, P_GW
     from streamprune.pipeline import AskConfig, Pipeline, run_video
 
-    from tests.test_pipeline import make_video
+    from streamprune.bench.clips import write_box_clip
 
-    video = make_video(tmp_path / "v.mp4", n_frames=6, rate=2, size=(360, 640))
+    video = write_box_clip(tmp_path / "v.mp4", n_frames=6, rate=2, size=(360, 640))
     a = load_model(write_tiny_model("qwen3_vl", tmp_path / "m"), device="cpu")
     pipe = Pipeline(a, AskConfig(budget=4096, memory=8192, fps=2.0))
     run_video(pipe, video)
@@ -102,10 +102,10 @@ def test_ask_feeds_the_model_full_size_frames_by_default(tmp_path):
 
     from streamprune.pipeline import AskConfig, Pipeline, decode_size, run_video
     from streamprune.readers import open_video
-    from tests.test_pipeline import make_video
+    from streamprune.bench.clips import write_box_clip
 
     assert AskConfig().decode_headroom is None
-    video = make_video(tmp_path / "v.mp4", n_frames=3, rate=1, size=(360, 640))
+    video = write_box_clip(tmp_path / "v.mp4", n_frames=3, rate=1, size=(360, 640))
     a = load_model(write_tiny_model("video_llava", tmp_path / "m"), device="cpu")
     assert decode_size(a, None) is None and decode_size(a, 2.0)(360, 640) != (360, 640)  # the cap would apply
     pipe = Pipeline(a, AskConfig(budget=4096, memory=8192, fps=1.0, method="window"))

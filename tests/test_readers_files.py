@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from streamprune.readers import Frame, ReaderError, open_source, open_video, select_frames
-from tests._videos import corrupt_packets, green_level, packet_spans, write_audio_only, write_big, write_video
+from streamprune.bench.clips import (corrupt_packets, green_level, packet_spans, write_audio_only, write_big,
+                                     write_video)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ def test_select_frames_pure():
 
 def test_vfr_timestamps_from_pts(vdir):
     ms = [0, 40, 80, 400, 440, 1000, 1500, 1520, 2000, 2900]
-    p = write_video(vdir / "vfr.mp4", n=len(ms), pts=ms)
+    p = write_video(vdir / "vfr.mp4", n=len(ms), pts_ms=ms)
     with open_video(p) as r:
         got = list(r)
     assert np.allclose([f.time for f in got], np.array(ms) / 1000, atol=1e-3)
@@ -449,7 +450,7 @@ def test_any_fps_in_memory_bounded_by_the_frames(clip, vdir):
         got, secs, peak = _bounded(lambda fps=fps: [f.index for f in open_video(clip, fps=fps)])
         assert got == ref == list(range(30)) and secs < 10 and peak < 16 << 20, (fps, secs, peak)
     # 12 frames over two hours (a time-lapse or a mostly still screen recording): 7.2e9 ticks at 1e6 fps
-    long = write_video(vdir / "long.mp4", n=12, pts=[i * 600_000 for i in range(12)], bframes=False)
+    long = write_video(vdir / "long.mp4", n=12, pts_ms=[i * 600_000 for i in range(12)], bframes=False)
     ref = [f.index for f in open_video(long)]
     assert ref == list(range(12))
     for fps in (1.0, 1e6, 1e300):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from streamprune.readers import LiveReader, ReaderError, open_live, open_source
-from tests._videos import green_level, write_video
+from streamprune.bench.clips import green_level, write_video
 
 SENDER = Path(__file__).with_name("_live_sender.py")
 

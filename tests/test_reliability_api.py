@@ -13,11 +13,11 @@ import torch
 
 from streamprune import nouns as nouns_mod
 from streamprune.models import ModelLoadError, load_model, write_tiny_model
-from streamprune.models.base import check_attn, parse_device
+from streamprune.models import check_attn, parse_device
 from streamprune.pipeline import MAX_MEMORY_TOKENS, AskConfig, Pipeline, ask, run_video
 from streamprune.select import StreamingSelector, memory_bytes
 
-from test_pipeline import make_video  # tests/ is on sys.path
+from streamprune.bench.clips import write_box_clip as make_video
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +73,10 @@ def test_memory_bytes_bounds_what_a_full_selector_holds():
 
 
 def test_memory_the_machine_cannot_hold_is_refused_with_the_largest_that_fits(tiny, monkeypatch):
-    import streamprune.pipeline as pl
+    import streamprune.checks as checks
 
     have = 64 * 2**20
-    monkeypatch.setattr(pl, "available_bytes", lambda device: have)
+    monkeypatch.setattr(checks, "available_bytes", lambda device: have)
     with pytest.raises(ValueError, match="at most") as e:
         Pipeline(tiny, AskConfig(budget=8, memory=2**22))
     msg = str(e.value)
@@ -226,7 +226,7 @@ def test_a_tagger_calling_function_words_nouns_is_filtered(monkeypatch):
     def fake_nlp(text):
         return [types.SimpleNamespace(text=w, pos_="NOUN") for w in text.replace("?", " ").split()]
 
-    monkeypatch.setattr(nouns_mod, "_load_nlp", lambda: fake_nlp)
+    monkeypatch.setattr(nouns_mod, "load_nlp", lambda: fake_nlp)
     assert nouns_mod.extract_nouns("of the dog of") == ["dog"]
     assert nouns_mod.extract_nouns("Of of the?") == []
     assert nouns_mod.extract_nouns("what color is the car 42") == ["car"]

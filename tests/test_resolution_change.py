@@ -10,7 +10,7 @@ import torch
 from streamprune.models import load_model, write_tiny_model
 from streamprune.pipeline import AskConfig, Pipeline, ask, run_video
 from streamprune.readers import open_video
-from tests._videos import green_level, write_ts_segments
+from streamprune.bench.clips import green_level, write_ts_segments
 
 SMALL, LARGE = (320, 240), (640, 360)  # (w, h)
 N1, N2 = 5, 6  # odd first segment: a 2-frame block would straddle the change

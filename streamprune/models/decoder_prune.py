@@ -1,4 +1,4 @@
-"""SparseVLM-style visual-token pruning inside the language model (DESIGN 5).
+"""SparseVLM-style visual-token pruning inside the language model (docs/design.md §5).
 
 Raters: text tokens whose mean attention from the visual tokens (on the input embeddings) is above
 average. Before each pruning layer K, the visual tokens are scored by the attention probabilities of the

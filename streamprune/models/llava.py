@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..resize import resize_frames
-from .base import CLIP_MEAN, CLIP_STD, HALF, Adapter, EncodedBlock, keep_index, video_preproc_config
+from .base import CLIP_MEAN, CLIP_STD, HALF, Adapter, EncodedBlock, keep_index
 
 P_S, P_N = 0, 1
 
@@ -27,7 +27,7 @@ class _LlavaBase(Adapter):
     positions = "original"
     mean_std = (CLIP_MEAN, CLIP_STD)
 
-    def __init__(self, model, tokenizer, *, source=None, **kw):
+    def __init__(self, model, tokenizer, **kw):
         super().__init__(model, tokenizer, **kw)
         self.family = model.config.model_type
         if self.positions not in ("original", "compact"):
@@ -35,7 +35,7 @@ class _LlavaBase(Adapter):
         vc = self.vision_config
         self.image_size = int(vc.image_size)
         self.patch = int(vc.patch_size)
-        pp = video_preproc_config(source)
+        pp = self.preprocessing
         mean = pp.get("image_mean") or self.mean_std[0]
         std = pp.get("image_std") or self.mean_std[1]
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..resize import clip_resize, resize_frames, smart_resize
-from .base import CLIP_MEAN, CLIP_STD, HALF, Adapter, EncodedBlock, keep_index, video_preproc_config
+from .base import CLIP_MEAN, CLIP_STD, HALF, Adapter, EncodedBlock, keep_index
 
 
 # Qwen3-VL sizes frames by the length of the clip (stock: pixel bounds on t*h*w). A live stream has no known
@@ -71,7 +71,7 @@ class QwenVLAdapter(Adapter):
         "<|vision_end|>{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
         "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
-    def __init__(self, model, tokenizer, *, source=None, **kw):
+    def __init__(self, model, tokenizer, **kw):
         super().__init__(model, tokenizer, **kw)
         self.family = model.config.model_type
         if self.positions not in ("original", "hf"):
@@ -81,7 +81,7 @@ class QwenVLAdapter(Adapter):
         self.merge = int(vc.spatial_merge_size)
         self.temporal = int(vc.temporal_patch_size)
         self.tokens_per_second = float(getattr(vc, "tokens_per_second", 1) or 1)
-        self._read_preprocessing(video_preproc_config(source))
+        self._read_preprocessing(self.preprocessing)
         self.vision_start_id = int(model.config.vision_start_token_id)
         self.vision_end_id = int(model.config.vision_end_token_id)
 

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import torch
 
-from .base import CLIP_MEAN, CLIP_STD, HALF
+from .base import CLIP_MEAN, CLIP_STD, HALF, TINY_MARKER
+from .loading import default_device, default_dtype, parse_dtype
+from .registry import adapter_class, adapter_for
 
-TINY_MARKER = "streamprune_tiny"  # key set in config.json of models written here
+__all__ = ["FAMILIES", "LAYOUTS", "PRESETS", "PREPROCESSING", "TINY_MARKER", "build_random_model", "build_tokenizer",
+           "preset_config", "preprocessor_configs", "tiny_config", "write_tiny_model"]
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "video_llava", "llava_onevision", "llava_next_video")
 
@@ -60,8 +63,6 @@ def build_tokenizer(family: str):
     """A WordLevel fast tokenizer with the family's special tokens, ~400 English words and a chat template."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
-
-    from .base import adapter_class
 
     specials = _SPECIALS[_kind(family)]
     unk = "<unk>"
@@ -200,12 +201,13 @@ def write_tiny_model(family: str, out_dir, *, seed: int = 0, layout: str = "vide
     tok = build_tokenizer(family)
     config = tiny_config(family, tok)
     setattr(config, TINY_MARKER, True)
-    torch.manual_seed(seed)
-    model = _model_class(config)(config).eval()
-    with torch.no_grad():  # scale-preserving init so tiny outputs are informative (not all ~0)
-        for p in model.parameters():
-            if p.ndim >= 2:
-                p.normal_(0.0, p[0].numel() ** -0.5)
+    with torch.random.fork_rng(devices=[]):  # seeded, and the caller's global RNG state is left as it was
+        torch.manual_seed(seed)
+        model = _model_class(config)(config).eval()
+        with torch.no_grad():  # scale-preserving init so tiny outputs are informative (not all ~0)
+            for p in model.parameters():
+                if p.ndim >= 2:
+                    p.normal_(0.0, p[0].numel() ** -0.5)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("video_preprocessor_config.json", "preprocessor_config.json", "processor_config.json"):
         (out / stale).unlink(missing_ok=True)  # a rewrite in another layout leaves no file of the old one
@@ -332,13 +334,10 @@ def build_random_model(preset: str, *, device=None, dtype=None, attn_implementat
 
     Built on the meta device and materialised on `device` (default cuda if available) in `dtype`
     (default bf16 on GPU, fp32 on CPU); `layers` / `depth` as in preset_config."""
-    from .base import _parse_dtype, adapter_for, default_device, default_dtype
-
     config, tok = preset_config(preset, layers=layers, depth=depth)
     dev = torch.device(device) if device is not None else default_device()
-    dt = _parse_dtype(dtype) or default_dtype(dev)
+    dt = parse_dtype(dtype) or default_dtype(dev)
     config._attn_implementation = attn_implementation or "sdpa"
-    torch.manual_seed(seed)
     old = torch.get_default_dtype()
     torch.set_default_dtype(dt)  # parameters born in dt; rotary buffers stay float32 as the model asks
     try:
@@ -348,7 +347,9 @@ def build_random_model(preset: str, *, device=None, dtype=None, attn_implementat
         torch.set_default_dtype(old)
     if dev.type == "meta":  # shapes only (parameter counts, memory estimates)
         return adapter_for(model.eval(), tok, name=preset, is_tiny=False)
-    model = materialize(model, dev)
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):  # seeded; global RNG untouched
+        torch.manual_seed(seed)
+        model = materialize(model, dev)
     model.eval()
     return adapter_for(model, tok, name=preset, is_tiny=False)
 

@@ -22,15 +22,17 @@ SizeFn = Callable[[int, int], tuple[int, int]]  # (height, width) -> (height, wi
 _MALLOC_TUNED = False
 
 
-def tune_malloc() -> bool:
-    """Keep freed frame-sized buffers in the heap (glibc only; once per process).
+def tune_malloc(*, apply: bool = False) -> bool:
+    """Whether glibc's allocator is tuned to keep freed frame-sized buffers in the heap; with apply=True, tune
+    it first (glibc only; once per process). Library code never applies it: the CLI does, when asked
+    (`--tune-malloc`, or STREAMPRUNE_MALLOPT=1), and benches that measure it; without `apply` this only reports.
 
     A consumer that holds frame N while frame N+1 is converted makes glibc return the ~3 MB buffers to
     the OS and fault them back in for every frame (+30-40% CPU at 720p). Raising the trim threshold to
-    256 MB and pinning the mmap threshold at 32 MB (glibc's own dynamic maximum) avoids that. Set
-    STREAMPRUNE_NO_MALLOPT=1 to leave the allocator alone."""
+    256 MB and pinning the mmap threshold at 32 MB (glibc's own dynamic maximum) avoids that. The tuning is
+    process-wide (every later allocation of the process follows it)."""
     global _MALLOC_TUNED
-    if _MALLOC_TUNED or not sys.platform.startswith("linux") or os.environ.get("STREAMPRUNE_NO_MALLOPT"):
+    if not apply or _MALLOC_TUNED or not sys.platform.startswith("linux"):
         return _MALLOC_TUNED
     _MALLOC_TUNED = True
     try:
@@ -39,8 +41,8 @@ def tune_malloc() -> bool:
         libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
         libc.mallopt(M_TRIM_THRESHOLD, 256 << 20)
     except (OSError, AttributeError):  # not glibc
-        pass
-    return True
+        _MALLOC_TUNED = False
+    return _MALLOC_TUNED
 
 
 class ReaderError(ValueError):

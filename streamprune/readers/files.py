@@ -29,7 +29,6 @@ from .base import (
     select_frames,
     size_callback,
     to_rgb,
-    tune_malloc,
 )
 
 BACKENDS = ("auto", "pyav", "decord")
@@ -79,7 +78,6 @@ class VideoReader:
                  threads: int = 0, plan: bool = True):
         check_sampling(fps, max_frames, start, end)
         self.path = check_file(path)
-        tune_malloc()
         self.fps, self.max_frames, self.start, self.end = fps, max_frames, start, end
         self.size_fn = size_callback(max_side, size)
         self.threads = threads

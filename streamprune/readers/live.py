@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .base import Frame, ReaderError, StreamSampler, check_sampling, log, one_line, quarter_turns, size_callback, to_rgb, tune_malloc
+from .base import Frame, ReaderError, StreamSampler, check_sampling, log, one_line, quarter_turns, size_callback, to_rgb
 
 _RETRY_FIRST, _RETRY_MAX = 0.25, 4.0  # reconnect backoff (seconds)
 
@@ -170,7 +170,6 @@ class LiveReader:
         if retry_for is None or retry_for < 0:
             raise ReaderError(f"retry_for must be >= 0, got {retry_for!r}")
         self.target = _resolve(source, options)
-        tune_malloc()
         if self.target.kind == "file" and not realtime:
             log.info("%s: a file read through open_live is replayed at real time", self.target.label)
         self.fps, self.timeout, self.retry_for = fps, float(timeout), float(retry_for)

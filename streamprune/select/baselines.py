@@ -1,4 +1,4 @@
-"""Baseline selectors with the same Selector protocol as StreamingSelector (DESIGN 3.5).
+"""Baseline selectors with the same Selector protocol as StreamingSelector (docs/design.md §3.5).
 
 Written from the papers' descriptions. Each keeps at most `budget` tokens after every push (except where
 noted), assigns ids in arrival order, and implements final(k, relevance) like ours (greedy subspace

@@ -1,4 +1,4 @@
-"""Deterministic density-peak clustering and merge (SparseVLM-style token recycling, DESIGN 3.4)."""
+"""Deterministic density-peak clustering and merge (SparseVLM-style token recycling, docs/design.md §3.4)."""
 
 from __future__ import annotations
 

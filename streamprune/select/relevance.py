@@ -1,4 +1,4 @@
-"""Question-aware selection: text relevance, ResPrune and SPARE-style weights (DESIGN 3.3)."""
+"""Question-aware selection: text relevance, ResPrune and SPARE-style weights (docs/design.md §3.3)."""
 
 from __future__ import annotations
 
