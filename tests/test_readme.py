@@ -48,6 +48,9 @@ def place(tmp_path_factory):
 def test_readme_example_runs(place, monkeypatch, i):
     root, model = place
     code = _blocks()[i]
+    if "AutoProcessor" in code:  # transformers' stock video processors need torchvision (CI's lowest leg has none)
+        pytest.importorskip("torchvision", reason="the stock processor this example loads needs torchvision; "
+                                                  "it runs in CI's newest leg")
     monkeypatch.chdir(root)
     source = code.replace(CHECKPOINT, str(model))
     out = io.StringIO()
