@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+import streamprune
+from streamprune.models import FAMILIES, adapter_for, wrap_model, write_tiny_model
+
 # wrap() reads a processor the user loaded; the stock video processors that these tests load need torchvision
 # (CI's lowest leg has none: the tests run in the newest leg, as the fidelity oracle tests do)
 pytest.importorskip("torchvision", reason="the stock video processors need torchvision; run in CI's newest leg")
-
-import streamprune
-from streamprune.models import FAMILIES, adapter_for, wrap_model, write_tiny_model
 
 QWEN = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 CASES = [(f, layout) for f in FAMILIES for layout in ("video", "preprocessor", "nested")]
