@@ -16,26 +16,15 @@ leaves a residual. Eviction compares the per-segment losses directly, so the bud
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from streamprune.select.greedy import ZERO_TOL, check_budget, check_k, check_matrix, check_weights, greedy_residual, refine_swaps, select_subspace
+from streamprune.select.greedy import ZERO_TOL, check_budget, greedy_residual
 from streamprune.select.recycle import density_peak_merge
-
-
-@dataclass
-class Memory:
-    """The kept tokens, ordered by ids (arrival order)."""
-
-    tokens: Tensor  # (k, d) float32
-    times: Tensor  # (k,) float64 seconds
-    ids: Tensor  # (k,) int64, index among all tokens ever pushed
-    payload: Tensor | None  # (k, ...) or None
-
-    def __len__(self) -> int:
-        return int(self.ids.numel())
+# the contract pieces that did not change between the engines (the Memory type, block validation, the question
+# stage) are the library's own: only the engine itself is frozen here
+from streamprune.select.streaming import Memory, check_block, final_select
 
 
 class _Segment:
@@ -88,44 +77,6 @@ class _Segment:
         idx = self._idx.new_zeros(new)
         idx[:r] = self._idx[:r]
         self._S, self._Q, self._G, self._idx = S, Q, G, idx
-
-
-def check_times(time, n: int, device) -> Tensor:
-    """Block time (float) or per-token times (n,) -> (n,) float64 finite."""
-    t = torch.as_tensor(time, dtype=torch.float64)
-    if t.ndim == 0:
-        t = t.expand(n)
-    t = t.reshape(-1).to(device)
-    if t.numel() != n:
-        raise ValueError(f"time has {t.numel()} entries for {n} tokens")
-    if not torch.isfinite(t).all():
-        raise ValueError("time contains NaN or Inf")
-    return t.clone()
-
-
-def check_block(tokens, time, weights, payload, *, d=None, device=None, payload_shape=None, has_payload=None):
-    """Validate one pushed block against what earlier pushes fixed (d, payload row shape, whether payloads
-    come at all; None before the first). Returns (X (n, d) float32, t (n,) float64, w (n,) or None, payload)
-    on `device` (default: the tokens' device). Raises ValueError with the reason; changes nothing."""
-    X = check_matrix(tokens, "tokens")
-    n, dim = X.shape
-    if dim == 0:
-        raise ValueError("tokens have zero feature dimension")
-    if d is not None and dim != d:
-        raise ValueError(f"token dimension changed from {d} to {dim}")
-    device = device or X.device
-    X = X.to(device)
-    t = check_times(time, n, device)
-    w = check_weights(weights, n, device) if weights is not None else None
-    if payload is not None:
-        payload = torch.as_tensor(payload).to(device)
-        if payload.ndim == 0 or payload.shape[0] != n:
-            raise ValueError(f"payload must have {n} rows, got shape {tuple(payload.shape)}")
-        if payload_shape is not None and tuple(payload.shape[1:]) != tuple(payload_shape):
-            raise ValueError(f"payload row shape {tuple(payload.shape[1:])} != {tuple(payload_shape)}")
-    if has_payload is not None and n and has_payload != (payload is not None):
-        raise ValueError("payload must be given on every push or on none")
-    return X, t, w, payload
 
 
 class StreamingSelector:
@@ -502,27 +453,3 @@ def memory_bytes(budget: int, d: int, *, payload_width: int = 0, recycle: bool =
     return rows * per_row + bases
 
 
-def final_select(memory: Memory, k, relevance=None, *, mode: str = "resprune", alpha: float = 0.3,
-                 refine: bool = False) -> Tensor:
-    """Shared `final`: all of memory when k >= len(memory); else greedy subspace selection of the memory
-    tokens (question_select with the given relevance (len(memory),) when one is given). refine: improve the
-    question-agnostic greedy pick with greedy.refine_swaps (lower reconstruction error of the memory; not
-    applied when relevance is given). Ascending indices."""
-    k = check_k(k)
-    m = len(memory)
-    if relevance is not None:
-        relevance = torch.as_tensor(relevance, dtype=torch.float32).reshape(-1)
-        if relevance.numel() != m:
-            raise ValueError(f"relevance has {relevance.numel()} entries for {m} memory tokens")
-    dev = memory.tokens.device
-    if k >= m:
-        return torch.arange(m, device=dev)
-    if relevance is None:
-        idx = select_subspace(memory.tokens, k)
-        if refine:
-            idx = refine_swaps(memory.tokens, idx)
-    else:
-        from .relevance import question_select
-
-        idx = question_select(memory.tokens, k, relevance.to(dev), mode=mode, alpha=alpha)
-    return torch.sort(idx).values
