@@ -1,12 +1,12 @@
 """StreamingSelector's block-level engine: segment state agrees with a from-scratch rebuild after block adds
 and block evictions, the kept basis equals the first-generation engine's (bench.streaming_v1) where both are
-exact, segment buffers follow the rank both ways, host syncs are O(1) per push, and nothing periodic spikes."""
+exact, segment buffers live in one arena that is flat once the memory is full, host syncs are O(1) per push, and nothing periodic spikes."""
 
 import pytest
 import torch
 
 from streamprune.bench.streaming_v1 import StreamingSelector as StreamingSelectorV1
-from streamprune.select import StreamingSelector
+from streamprune.select import StreamingSelector, memory_bytes
 
 try:  # helper module of the bench (one sync counter for every benchmark); the kernel bench has the same one
     from streamprune.bench.syncs import count_syncs
@@ -89,16 +89,46 @@ def test_kept_basis_equals_the_first_generation_engine_where_exact():
     assert len(new.memory) == 64  # and the new one spends the rest of the budget
 
 
-def test_segment_buffers_grow_and_shrink():
-    sel = run_stream(200, 128, 30, segment_rank=100)
-    assert max(seg.rank for seg in sel._segments) > 64 and all(seg._idx.numel() <= 100 for seg in sel._segments)
-    check_state(sel)
-    g = torch.Generator().manual_seed(100)
-    for b in range(40):  # new random content: old segments lose members, their buffers shrink with them
-        sel.push(torch.randn(49, 128, generator=g), 100.0 + b)
-        check_state(sel)
+def arena_layout_ok(sel):
+    """Segments occupy disjoint row ranges and Gram blocks of the one arena, inside it, in list order."""
+    arena, row, gram = sel._arena, 0, 0
     for seg in sel._segments:
-        assert seg._idx.numel() <= max(32, 4 * seg.rank)
+        assert seg.off >= row and seg.goff >= gram and seg.r <= seg.cap <= sel._rank_cap
+        assert seg._S.data_ptr() == arena.S[seg.off:].data_ptr() and seg._G.data_ptr() == arena.G[seg.goff:].data_ptr()
+        row, gram = seg.off + seg.cap, seg.goff + seg.cap * seg.cap
+    assert row <= arena.rows and gram <= arena.G.numel()
+
+
+def test_segment_arena_is_flat_once_the_memory_is_full():
+    # segments come and go (rank cap 40, new random content), members are evicted from closed segments:
+    # the arena packs them in place; the bytes held do not change after the push that filled the memory
+    K, d, n = 200, 128, 49
+    sel = StreamingSelector(K, segment_rank=40)
+    g = torch.Generator().manual_seed(100)
+    held, sids = [], set()
+    for b in range(80):
+        sel.push(torch.randn(n, d, generator=g) * (1 + b % 5), float(b))
+        sids |= {s.sid for s in sel._segments}
+        if len(sel.memory) == K:
+            held.append(sel.buffer_bytes())
+        arena_layout_ok(sel)
+        if b % 10 == 0:
+            check_state(sel)
+    check_state(sel)
+    assert len(sids) > 5 and sel.n_segments > 1  # several segments were opened and closed
+    assert len(held) > 70 and len(set(held)) == 1, set(held)  # flat from memory-full on
+    assert held[0] <= memory_bytes(K, d, block=n)
+
+
+def test_arena_grows_geometrically_while_the_memory_fills():
+    sel, rows = StreamingSelector(10**6), []
+    g = torch.Generator().manual_seed(0)
+    for b in range(30):
+        sel.push(torch.randn(32, 512, generator=g), float(b))
+        rows.append(sel._arena.rows)
+        arena_layout_ok(sel)
+    check_state(sel)
+    assert rows[0] <= 64 and rows[-1] < 4 * sel.n_basis and len(set(rows)) <= 6  # doublings, not a bound of 10**6
 
 
 @pytest.mark.parametrize("n", [16, 128])

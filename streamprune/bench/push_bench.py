@@ -194,21 +194,23 @@ def rss_row(p: dict) -> dict:
 
 
 def held_bytes(sel) -> int:
-    """Bytes of the tensors a selector holds (slot buffers + segment buffers), either engine."""
-    seen, total = set(), 0
+    """Bytes of the storages behind the tensors a selector holds (slot buffers, segment buffers or the
+    segments' arena), either engine; views of one storage count once."""
+    storages = {}
 
     def add(t):
-        nonlocal total
-        if isinstance(t, torch.Tensor) and id(t) not in seen:
-            seen.add(id(t))
-            total += t.numel() * t.element_size()
+        if isinstance(t, torch.Tensor):
+            st = t.untyped_storage()
+            storages[st.data_ptr()] = st.nbytes()
 
     for v in vars(sel).values():
+        add(v)
+    for v in getattr(getattr(sel, "_arena", None), "tensors", lambda: ())():  # v2: the segments' arena
         add(v)
     for seg in sel._segments:
         for v in vars(seg).values():
             add(v)
-    return total
+    return sum(storages.values())
 
 
 def rss_row_subprocess(p: dict, timeout: float | None = None) -> dict:

@@ -61,19 +61,53 @@ class Memory:
         return int(self.ids.numel())
 
 
-class _Segment:
-    """Kept basis tokens of one temporal segment in buffers of capacity `cap` (grown by doubling up to the
-    rank cap, shrunk to 2 r once r <= cap / 4): weighted features S (r, d), orthonormal basis Q (d, r) with
-    span(Q) = span(S), G^-1 (r, r) float64, member slots idx (r,). Rows of S, G^-1 and idx are in insertion
-    order; the columns of Q are any orthonormal basis of the span."""
+class _Arena:
+    """One allocation for every segment's buffers (S, Q and idx rows; Gram inverses in a flat float64 buffer),
+    sized once for the memory's bound: the kept basis tokens of all segments are at most K + the picks of one
+    block, so `rows` = K + min(block, K) + K // 4 (slack that spaces out compactions) hold them all, and the
+    Gram inverses (each r x r, r <= rank cap) fit in min(rank cap, rows) x rows entries. Allocated at the first
+    push (again only if a larger block arrives), never per segment: the selector's memory stays flat."""
 
-    def __init__(self, sid: int, d: int, device, cap: int = 64):
+    def __init__(self, rows: int, d: int, rank_cap: int, device):
+        self.rows = rows
+        self.S = torch.zeros(rows, d, device=device)  # (rows, d) weighted features of basis tokens
+        self.Q = torch.zeros(rows, d, device=device)  # (rows, d) basis vectors as rows
+        self.G = torch.zeros(min(rank_cap, rows) * rows, dtype=torch.float64, device=device)  # Gram inverses
+        self.idx = torch.zeros(rows, dtype=torch.long, device=device)  # (rows,) member slots
+
+    def tensors(self) -> tuple[Tensor, ...]:
+        return self.S, self.Q, self.G, self.idx
+
+
+def arena_rows(budget: int, block: int) -> int:
+    return budget + min(block, budget) + budget // 4
+
+
+class _Segment:
+    """Kept basis tokens of one temporal segment: rows [off, off + cap) of the arena (weighted features S
+    (r, d), orthonormal basis Q (d, r) with span(Q) = span(S), member slots idx (r,)) and a (cap, cap) block of
+    its flat Gram-inverse buffer at goff (G^-1 (r, r) float64). Rows of S, G^-1 and idx are in insertion
+    order; the columns of Q are any orthonormal basis of the span. Only the current segment grows; the
+    selector packs the segments (closed ones to cap = r) when it runs out of room."""
+
+    def __init__(self, sid: int, arena: _Arena, off: int, goff: int, cap: int):
         self.sid = sid
         self.r = 0
-        self._S = torch.zeros(cap, d, device=device)  # (cap, d)
-        self._Q = torch.zeros(cap, d, device=device)  # (cap, d) basis vectors as rows: Q = _Q[:r].T
-        self._G = torch.zeros(cap, cap, dtype=torch.float64, device=device)  # (cap, cap)
-        self._idx = torch.zeros(cap, dtype=torch.long, device=device)  # (cap,) member slots
+        self.place(arena, off, goff, cap)
+
+    def place(self, arena: _Arena, off: int, goff: int, cap: int):
+        """Point the views at rows [off, off + cap) and Gram block goff of `arena`, carrying the first r rows
+        (and the r x r Gram inverse) over from where they were (ranges may overlap: copied through clones)."""
+        r = self.r
+        old = (self._S[:r].clone(), self._Q[:r].clone(), self._idx[:r].clone(),
+               self._G[:r, :r].clone()) if r else None
+        self.off, self.goff, self.cap = off, goff, cap
+        self._S = arena.S[off: off + cap]  # (cap, d)
+        self._Q = arena.Q[off: off + cap]  # (cap, d) basis vectors as rows: Q = _Q[:r].T
+        self._G = arena.G[goff: goff + cap * cap].view(cap, cap)  # (cap, cap)
+        self._idx = arena.idx[off: off + cap]  # (cap,)
+        if old is not None:
+            self._S[:r], self._Q[:r], self._idx[:r], self._G[:r, :r] = old
 
     @property
     def rank(self) -> int:
@@ -99,28 +133,6 @@ class _Segment:
     def slots(self) -> list[int]:
         """Member slots in insertion order (diagnostics; reads the device)."""
         return self.idx.tolist()
-
-    def _resize(self, cap: int):
-        r, d = self.r, self._S.shape[1]
-        S = self._S.new_zeros(cap, d)
-        S[:r] = self._S[:r]
-        Q = self._Q.new_zeros(cap, d)
-        Q[:r] = self._Q[:r]
-        G = self._G.new_zeros(cap, cap)
-        G[:r, :r] = self._G[:r, :r]
-        idx = self._idx.new_zeros(cap)
-        idx[:r] = self._idx[:r]
-        self._S, self._Q, self._G, self._idx = S, Q, G, idx
-
-    def reserve(self, need: int, limit: int):
-        cap = self._idx.numel()
-        if need > cap:
-            self._resize(max(need, min(2 * cap, max(limit, need))))
-
-    def trim(self):
-        cap = self._idx.numel()
-        if cap > 32 and self.r <= cap // 4:
-            self._resize(max(16, 2 * self.r))
 
 
 def check_times(time, n: int, device) -> Tensor:
@@ -234,6 +246,8 @@ class StreamingSelector:
         self.d, self.device = d, torch.device(device)
         self._rank_cap = self.segment_rank or (d if self.budget <= d // 2 else max(1, d // 2))
         self._cap = 0
+        self._arena: _Arena | None = None
+        self._block = 0  # largest block pushed
         z = dict(device=self.device)
         self._raw = torch.zeros(0, d, **z)  # (cap, d) tokens as pushed, float32
         self._sw = torch.zeros(0, **z)  # (cap,) sqrt(weight)
@@ -301,12 +315,60 @@ class StreamingSelector:
         return slots
 
     # ---- segment algebra -----------------------------------------------------------------------------
+    def _reserve(self, n: int):
+        """Room, for good, for a full memory and blocks of n tokens: K + min(n, K) token slots and the arena
+        (`arena_rows`). Done by the push that can fill the memory (before it changes anything) and again
+        only when a larger block comes, so the memory the selector holds is flat from memory-full on; before
+        that the buffers grow with the memory, geometrically (a huge budget allocates nothing up front). An
+        allocation the machine refuses is a ValueError and leaves the state as it was."""
+        self._grow(self.budget + min(n, self.budget))
+        self._grow_arena(arena_rows(self.budget, n))
+
+    def _grow_arena(self, rows: int):
+        if self._arena is not None and rows <= self._arena.rows:
+            return
+        try:
+            arena = _Arena(rows, self.d, self._rank_cap, self.device)
+        except RuntimeError:  # torch.OutOfMemoryError is one too
+            raise ValueError(f"out of memory allocating the segment bases ({rows} rows of dimension {self.d}) "
+                             f"on {self.device}; use a smaller budget") from None
+        self._pack(arena)
+
+    def _pack(self, arena: _Arena | None = None):
+        """Lay the segments out in order from row 0 of `arena` (default: the current one): closed segments
+        tight (cap = r), the current segment last with the rest (up to the rank cap). Rows and Gram blocks only
+        move down, so packing in order never overwrites a segment not yet moved."""
+        arena = arena or self._arena
+        off = goff = 0
+        for seg in self._segments:
+            cap = max(seg.r, min(self._rank_cap, arena.rows - off)) if seg is self._current else seg.r
+            if arena is not self._arena or (seg.off, seg.goff, seg.cap) != (off, goff, cap):
+                seg.place(arena, off, goff, cap)
+            off, goff = off + cap, goff + cap * cap
+        self._arena = arena
+
     def _new_segment(self) -> _Segment:
-        seg = _Segment(self._next_sid, self.d, self.device, cap=min(self._rank_cap, 2 * self.budget, 64))
+        self._current = None  # closes the current segment: packing gives it cap = r
+        if self._arena is None:
+            self._grow_arena(min(arena_rows(self.budget, self._block), 64))
+        self._pack()
+        used = sum(s.r for s in self._segments)
+        goff = sum(s.r * s.r for s in self._segments)
+        seg = _Segment(self._next_sid, self._arena, used, goff, min(self._rank_cap, self._arena.rows - used))
         self._next_sid += 1
         self._segments.append(seg)
         self._current = seg
         return seg
+
+    def _room(self, seg: _Segment, need: int):
+        """seg (the current segment) can hold `need` rows: pack the arena, or (a larger block than the arena
+        was sized for) allocate a larger one."""
+        if need <= seg.cap:
+            return
+        self._pack()
+        if need > seg.cap:  # geometric growth while the memory fills (or a block larger than planned for)
+            used = sum(s.r for s in self._segments) - seg.r + need
+            self._grow_arena(max(used, min(arena_rows(self.budget, self._block), 2 * self._arena.rows)))
 
     def _set_scores(self, seg: _Segment):
         if seg.r:
@@ -318,7 +380,7 @@ class StreamingSelector:
         """Append p kept tokens (weighted features Ap (p, d)) to seg at once. Qn (d, p), Rf (p, p): QR of their
         residuals against seg.Q (Rp^T = Qn Rf), so Rp Rp^T = Rf^T Rf is the Schur complement of G."""
         p, r = Ap.shape[0], seg.r
-        seg.reserve(r + p, self._rank_cap)
+        self._room(seg, r + p)
         G = seg._G
         Zinv = torch.cholesky_inverse(Rf.double(), upper=True)  # (p, p) (Rp Rp^T)^-1
         if r:
@@ -368,7 +430,6 @@ class StreamingSelector:
         seg._idx[:n] = idx
         seg.r = n
         self._pos[idx] = torch.arange(n, device=idx.device)
-        seg.trim()
         self._set_scores(seg)
 
     # ---- temporal coverage ---------------------------------------------------------------------------
@@ -417,8 +478,17 @@ class StreamingSelector:
         (n, d), device = X.shape, X.device
         if n == 0:
             return
-        if self.d is None:
+        first = self.d is None
+        if first:
             self._alloc(d, device, payload)
+        if self._count + n >= self.budget:  # this push may fill the memory
+            try:
+                self._reserve(n)
+            except ValueError:
+                if first:
+                    self.d = None
+                raise
+        self._block = max(self._block, n)
         ids = torch.arange(self.tokens_seen, self.tokens_seen + n, device=device)
         self.tokens_seen += n
         sw = w.sqrt() if w is not None else torch.ones(n, device=device)
@@ -666,24 +736,28 @@ class StreamingSelector:
         return sum(seg.r for seg in self._segments)
 
     def buffer_bytes(self) -> int:
-        """Bytes of every tensor the selector holds (slot buffers and segment buffers)."""
+        """Bytes of every tensor the selector holds (slot buffers and the segment arena)."""
         ts = [self._raw, self._sw, self._mass, self._use, self._times, self._ids, self._alive, self._score,
               self._seg, self._pos] if self._cap else []
         ts += [t for t in (getattr(self, "_out", None), getattr(self, "_payload", None)) if t is not None]
-        ts += [t for s in self._segments for t in (s._S, s._Q, s._G, s._idx)]
+        ts += list(self._arena.tensors()) if getattr(self, "_arena", None) is not None else []
         return sum(t.numel() * t.element_size() for t in ts)
 
 
-def memory_bytes(budget: int, d: int, *, payload_width: int = 0, recycle: bool = False) -> int:
-    """Upper estimate of the bytes a StreamingSelector of `budget` tokens of dimension `d` holds once its
-    memory is full: per slot (budget + 64 of them) the float32 token (twice with recycling), the payload
-    row and the bookkeeping; the segments' bases S (r, d) and Q (d, r) float32 with doubling slack, and
-    their float64 Gram inverses (sum of r^2 <= budget * min(budget, d)). The baselines hold less."""
+def memory_bytes(budget: int, d: int, *, payload_width: int = 0, recycle: bool = False, block: int = 256) -> int:
+    """Bytes a StreamingSelector of `budget` tokens of dimension `d` (default segment rank cap) holds for
+    blocks of at most `block` tokens: allocated at the first push and flat from then on. Per slot (budget +
+    min(block, budget) of them) the float32 token (twice with recycling), the payload row and the
+    bookkeeping; the arena (`arena_rows` rows): S and Q float32, idx int64, and the float64 Gram inverses in
+    min(rank cap, rows) x rows entries. The baselines hold less."""
     k, d, pw = check_budget(budget), int(d), max(0, int(payload_width))
-    rows = k + 64
-    per_row = 4 * d * (2 if recycle else 1) + 4 * pw + 8 * 8 + 4 + 1  # + sw, mass, use, times, ids, score, seg, pos, alive
-    bases = 2 * 2 * 4 * d * k + 8 * 2 * k * min(k, d)
-    return rows * per_row + bases
+    b = max(1, int(block))
+    slots = k + min(b, k)
+    per_slot = 4 * d * (2 if recycle else 1) + 4 * pw + 8 * 8 + 4 + 1  # + sw, mass, use, times, ids, score, seg, pos, alive
+    rows = arena_rows(k, b)
+    rank_cap = d if k <= d // 2 else max(1, d // 2)
+    arena = rows * (2 * 4 * d + 8) + 8 * min(rank_cap, rows) * rows
+    return slots * per_slot + arena
 
 
 def final_select(memory: Memory, k, relevance=None, *, mode: str = "resprune", alpha: float = 0.3,
