@@ -88,9 +88,11 @@ class Pipeline:
         self._next_index = 0               # index given to the next numpy frame (thumbnail bookkeeping)
 
     def _selector_kw(self) -> dict:
-        """Constructor options: subspace takes the question-stage weighting, the baselines a seed."""
+        """Constructor options: every method takes the question-stage weighting, the baselines a seed."""
         cfg = self.config
-        kw = {"alpha": self.alpha, "question_mode": cfg.mode} if cfg.method == "subspace" else {"seed": cfg.seed}
+        kw = {"alpha": self.alpha, "question_mode": cfg.mode}
+        if cfg.method != "subspace":
+            kw["seed"] = cfg.seed
         return {**kw, **cfg.selector_kw}
 
     def warm(self) -> None:

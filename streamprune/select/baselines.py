@@ -14,13 +14,21 @@ import torch
 from torch import Tensor
 
 from .greedy import check_budget, check_k, refine_swaps, select_subspace
-from .streaming import Memory, check_block, final_select
+from .relevance import MODES
+from .streaming import Memory, Snapshots, check_block
 
 
-class _Kept:
-    """Shared storage: kept tokens (ordered by id), validation, final()."""
+class _Kept(Snapshots):
+    """Shared storage: kept tokens (ordered by id), validation, final() (question_mode and alpha as for
+    StreamingSelector: see relevance.question_select)."""
 
-    def __init__(self, budget: int, *, seed: int = 0, device=None):
+    def __init__(self, budget: int, *, seed: int = 0, device=None, question_mode: str = "resprune",
+                 alpha: float = 0.3):
+        if question_mode not in MODES:
+            raise ValueError(f"question_mode must be one of {MODES}, got {question_mode!r}")
+        if not (math.isfinite(alpha) and alpha >= 0):
+            raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
+        self.question_mode, self.alpha = question_mode, float(alpha)
         self.budget, self.seed = check_budget(budget), int(seed)
         self.device = None if device is None else torch.device(device)
         self.tokens_seen = 0
@@ -48,6 +56,7 @@ class _Kept:
             self._pay = payload[:0] if payload is not None else None
         ids = torch.arange(self.tokens_seen, self.tokens_seen + n, device=X.device)
         self.tokens_seen += n
+        self._changed()
         self._push(X, t, w, ids, payload)
         self.blocks_seen += 1
 
@@ -68,8 +77,7 @@ class _Kept:
     def _push(self, X, t, w, ids, payload):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    @property
-    def memory(self) -> Memory:
+    def _gather(self) -> Memory:
         if self._tok is None:
             return Memory(torch.zeros(0, self.d or 0), torch.zeros(0, dtype=torch.float64),
                           torch.zeros(0, dtype=torch.long), None)
@@ -77,7 +85,7 @@ class _Kept:
                       self._pay.clone() if self._pay is not None else None)
 
     def final(self, k: int, relevance=None) -> Tensor:
-        return final_select(self.memory, k, relevance)
+        return self._final(k, relevance, mode=self.question_mode, alpha=self.alpha)
 
 
 class _Reselect(_Kept):

@@ -61,6 +61,40 @@ class Memory:
         return int(self.ids.numel())
 
 
+class Snapshots:
+    """`memory` as one copy per state: gathered (`_gather`) on first use after a change (`_changed`, called
+    by every push that adds tokens); later reads, and `final` through it, reuse the copy. Read-only: a caller
+    that wants to modify it clones it. Also caches the question-agnostic `final` per (state, k)."""
+
+    _version = 0
+    _snap: tuple[int, Memory] | None = None
+    _finals: dict | None = None
+
+    def _changed(self):
+        self._version += 1
+        self._snap, self._finals = None, None
+
+    def _gather(self) -> Memory:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def memory(self) -> Memory:
+        if self._snap is None or self._snap[0] != self._version:
+            self._snap = (self._version, self._gather())
+        return self._snap[1]
+
+    def _final(self, k: int, relevance, **kw) -> Tensor:
+        """final_select on the snapshot; without relevance the answer is kept for this state and k."""
+        if relevance is not None:
+            return final_select(self.memory, k, relevance, **kw)
+        key = (self._version, int(k), tuple(sorted(kw.items())))
+        if self._finals is None:
+            self._finals = {}
+        if key not in self._finals:
+            self._finals[key] = final_select(self.memory, k, None, **kw)
+        return self._finals[key].clone()
+
+
 class _Arena:
     """One allocation for every segment's buffers (S, Q and idx rows; Gram inverses in a flat float64 buffer),
     sized once for the memory's bound: the kept basis tokens of all segments are at most K + the picks of one
@@ -173,7 +207,7 @@ def check_block(tokens, time, weights, payload, *, d=None, device=None, payload_
     return X, t, w, payload
 
 
-class StreamingSelector:
+class StreamingSelector(Snapshots):
     """Keeps at most `budget` tokens of a stream of blocks (the Selector protocol; see ARCHITECTURE.md).
 
     budget: K >= 1. The memory holds min(K, non-zero tokens seen) tokens after every push.
@@ -491,6 +525,7 @@ class StreamingSelector:
         self._block = max(self._block, n)
         ids = torch.arange(self.tokens_seen, self.tokens_seen + n, device=device)
         self.tokens_seen += n
+        self._changed()
         sw = w.sqrt() if w is not None else torch.ones(n, device=device)
         A = X * sw[:, None]  # (n, d) weighted features
         energy = A.pow(2).sum(dim=1)  # (n,)
@@ -698,8 +733,7 @@ class StreamingSelector:
         self._out[u] = ((self._out[u] * mu[:, None].float() + sums[u]) / (mu + madd[u])[:, None].float())
         self._mass[u] = mu + madd[u]
 
-    @property
-    def memory(self) -> Memory:
+    def _gather(self) -> Memory:
         if not self._cap:
             d = self.d or 0
             return Memory(torch.zeros(0, d), torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.long),
@@ -708,13 +742,13 @@ class StreamingSelector:
         alive = alive[torch.argsort(self._ids[alive])]
         toks = (self._out if self._out is not None else self._raw)[alive]
         pay = self._payload[alive] if self._payload is not None else None
-        return Memory(toks, self._times[alive], self._ids[alive], pay)  # indexing copies, once
+        return Memory(toks, self._times[alive], self._ids[alive], pay)  # indexing copies, once per state
 
     def final(self, k: int, relevance=None) -> Tensor:
         """Indices (ascending) into memory of min(k, len(memory)) tokens for the LLM (question-aware with
-        relevance). The memory is copied once (the `memory` gather); nothing is rerun when k >= len(memory)."""
-        return final_select(self.memory, k, relevance, mode=self.question_mode, alpha=self.alpha,
-                            refine=self.final_refine)
+        relevance). Runs on the memory snapshot (one copy per state, shared with `memory`); nothing is rerun
+        when k >= len(memory), nor for a question-agnostic k already answered since the last push."""
+        return self._final(k, relevance, mode=self.question_mode, alpha=self.alpha, refine=self.final_refine)
 
     # ---- diagnostics ---------------------------------------------------------------------------------
     def orthonormality_error(self) -> float:
