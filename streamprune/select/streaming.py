@@ -11,6 +11,8 @@ strongly coupled wait for the next round, so a redundant pair does not leave tog
 one downdate per round: one block Householder reflection of Q (geqrf / ormqr) and one block downdate of
 G^-1. Segments (the K >= d trap): a new segment starts when a block's unexplained energy fraction exceeds
 `segment_novelty` or the current segment's rank reaches `segment_rank` (default d // 2 when K > d // 2).
+All segments live in one arena (`_Arena`), packed in place; the push that can fill the memory sizes it and
+the token slots for good, so the bytes held are flat from memory-full on (`memory_bytes`).
 
 The budget is spent: while the memory holds fewer than K tokens, the block's tokens the basis does not need
 are kept as well ("fill" tokens, in the greedy order of a new round on the block), so the memory holds
@@ -300,8 +302,8 @@ class StreamingSelector(Snapshots):
             self._payload = torch.zeros(0, *self._payload_shape, dtype=payload.dtype, **z)
 
     def _grow(self, need: int):
-        """Room for `need` token slots: geometric growth (from 64 rows) capped at budget + 64 unless a block
-        needs more; never shrinks (the slot count is bounded by K + the largest block's picks). An
+        """Room for `need` token slots: geometric growth (from 64 rows) capped at budget + 64 unless more is
+        needed (`_reserve`: K + min(block, K) once the memory can fill); never shrinks. An
         allocation the machine refuses is a ValueError and leaves the state as it was."""
         if need <= self._cap:
             return
