@@ -50,12 +50,15 @@ FILL_PER_BIN = 8  # fill="local": fill bins are as wide as gives about this many
 CSSP_FLOPS = 2 ** 28  # fill="local": above picks x pool^2 this, a pool's fill order comes from select_subspace
 
 
-def representative(Xn: Tensor, w: Tensor, k: int, pre: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def representative(Xn: Tensor, w: Tensor, k: int, pre: Tensor | None = None,
+                   pickable: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Weighted greedy column-subset selection on rows: picks, one at a time, the row c of Xn (m, d) that
     most increases sum_i w_i ||P x_i||^2 (P = projection on the picked rows, after the rows of pre (p, d)
     are projected out), i.e. the most representative row, not the most novel one. Returns (order (k',),
     gains (k',) float64: the weighted energy each pick explained when taken, the pick's "mass"),
-    k' = min(k, m): once the rows' span is exhausted the rest follow by weight with gain 0. No host sync."""
+    k' = min(k, m): once the rows' span is exhausted the rest follow by weight with gain 0. pickable (m,)
+    bool: only these rows may be picked (the caller keeps k <= their count); all rows count in the sum.
+    No host sync."""
     X = Xn.double()  # (m, d)
     if pre is not None and pre.shape[0]:
         P = pre.double()  # (p, d)
@@ -72,6 +75,8 @@ def representative(Xn: Tensor, w: Tensor, k: int, pre: Tensor | None = None) -> 
         dg = torch.diagonal(C)
         sc = (w[:, None] * C.square()).sum(dim=0) / dg.clamp_min(tiny)  # (m,)
         sc = torch.where(dg <= tiny, w / (1.0 + w) - 1.0, sc).masked_fill(taken, -math.inf)
+        if pickable is not None:
+            sc = sc.masked_fill(~pickable, -math.inf)
         j = sc.argmax()
         g = sc[j].clamp_min(0.0)
         ok = (g > 0).double()
@@ -596,10 +601,12 @@ class StreamingSelector:
 
     def _local_fill(self, X, A, rest, t, ids, sw, payload) -> tuple[Tensor | None, int]:
         """fill="local": the block's leftover rows compete with the replaceable kept fill tokens of the same
-        fill bins (not protected by coverage) for the free room, the basis tokens above the cap and the bins' fill share ceil(K_f / (fill bins))
-        (K_f = K - min(basis tokens, basis cap)): weighted representative selection (`representative` on unit rows, kept
-        tokens weighted by their mass, the bins' other kept tokens projected out); the losers among the kept
-        are dropped, the winners among the rows are kept as fill with their gain as mass. Returns the rows
+        fill bins (not protected by coverage) for the free room, the basis tokens above the cap and the bins'
+        fill share ceil(K_f / (fill bins))
+        (K_f = K - min(basis tokens, basis cap)): weighted representative selection (`representative` on
+        unit rows, kept tokens weighted by their mass, the bins' other kept tokens projected out; once the
+        memory is full, rows within |cos| > DUPLICATE_COS of a kept token may not be picked); the losers among
+        the kept are dropped, the winners among the rows are kept as fill with their gain as mass. Returns the rows
         not kept as a mask over rest (m,) (None: all of them) and how many were kept."""
         if not rest.numel():
             return None, 0
@@ -615,7 +622,15 @@ class StreamingSelector:
         here = alive & inblk[kb]
         swap = here & fill if prot is None else here & fill & ~prot  # replaceable kept fill of the bins
         fixed = here & ~swap  # basis and protected tokens of the bins: they already explain
-        nblk, n_fill_here, p = torch.stack([inblk.sum(), (here & fill).sum(), swap.sum()]).tolist()
+        m = rest.numel()
+        Xr = torch.nn.functional.normalize(X[rest], dim=1)  # (m, d)
+        if self._count >= self.budget:  # full: a row that nearly duplicates a kept token brings nothing
+            kept = torch.nn.functional.normalize(self._raw, dim=1)  # (cap, d)
+            dup = ((Xr @ kept.T).abs().masked_fill(~alive, 0.0).amax(dim=1) > DUPLICATE_COS)  # (m,)
+        else:
+            dup = torch.zeros(m, dtype=torch.bool, device=alive.device)
+        nblk, n_fill_here, p, n_new = torch.stack([inblk.sum(), (here & fill).sum(), swap.sum(),
+                                                   (~dup).sum()]).tolist()
         both = torch.cat([swap, fixed]).nonzero().reshape(-1)  # one sync: replaceable slots, then fixed ones
         pk, pre = both[:p], both[p:] - swap.numel()  # (p,), (f,)
         spanned = int((self._t1 - self._t0) // self._fbin) + 1
@@ -623,18 +638,17 @@ class StreamingSelector:
         share = math.ceil(quota * nblk - 1e-9)
         room = max(0, self.budget - self._count) + max(0, share - n_fill_here) + \
             max(0, self.n_basis - self._basis_cap())  # basis tokens above the cap give way to fill
-        m = rest.numel()
-        add = min(m, room)
+        add = min(n_new, room)
         if add == 0 and pk.numel() == 0:
             return None, 0
-        pool = torch.cat([self._raw[pk], X[rest]])  # (p + m, d)
+        Xn = torch.cat([torch.nn.functional.normalize(self._raw[pk], dim=1), Xr])  # (p + m, d) unit rows
         w = torch.cat([self._use[pk], torch.ones(m, dtype=torch.float64, device=alive.device)])
+        ok = torch.cat([torch.ones(p, dtype=torch.bool, device=alive.device), ~dup])  # (p + m,) pickable
         k = p + add
-        Xn = torch.nn.functional.normalize(pool, dim=1)
         if k * (p + m) ** 2 <= CSSP_FLOPS:
-            order, gain = representative(Xn, w, k, self._raw[pre] if pre.numel() else None)
+            order, gain = representative(Xn, w, k, self._raw[pre] if pre.numel() else None, pickable=ok)
         else:  # a very large pool: greedy order, unit mass
-            order = select_subspace(Xn, k)
+            order = select_subspace(Xn * ok[:, None], k)
             gain = torch.ones(order.numel(), dtype=torch.float64, device=alive.device)
         chosen = torch.zeros(p + m, dtype=torch.bool, device=alive.device)
         chosen[order] = True
