@@ -605,7 +605,7 @@ class StreamingSelector:
         fill share ceil(K_f / (fill bins))
         (K_f = K - min(basis tokens, basis cap)): weighted representative selection (`representative` on
         unit rows, kept tokens weighted by their mass, the bins' other kept tokens projected out; once the
-        memory is full, rows within |cos| > DUPLICATE_COS of a kept token may not be picked); the losers among
+        memory is full, rows within |cos| > DUPLICATE_COS of a basis token may not be picked); the losers among
         the kept are dropped, the winners among the rows are kept as fill with their gain as mass. Returns the rows
         not kept as a mask over rest (m,) (None: all of them) and how many were kept."""
         if not rest.numel():
@@ -624,9 +624,10 @@ class StreamingSelector:
         fixed = here & ~swap  # basis and protected tokens of the bins: they already explain
         m = rest.numel()
         Xr = torch.nn.functional.normalize(X[rest], dim=1)  # (m, d)
-        if self._count >= self.budget:  # full: a row that nearly duplicates a kept token brings nothing
+        if self._count >= self.budget:  # full: a row that nearly duplicates a basis token brings nothing
             kept = torch.nn.functional.normalize(self._raw, dim=1)  # (cap, d)
-            dup = ((Xr @ kept.T).abs().masked_fill(~alive, 0.0).amax(dim=1) > DUPLICATE_COS)  # (m,)
+            basis = alive & (self._seg >= 0)
+            dup = ((Xr @ kept.T).abs().masked_fill(~basis, 0.0).amax(dim=1) > DUPLICATE_COS)  # (m,)
         else:
             dup = torch.zeros(m, dtype=torch.bool, device=alive.device)
         nblk, n_fill_here, p, n_new = torch.stack([inblk.sum(), (here & fill).sum(), swap.sum(),
