@@ -13,8 +13,20 @@ G^-1. Segments (the K >= d trap): a new segment starts when a block's unexplaine
 `segment_novelty` or the current segment's rank reaches `segment_rank` (default d // 2 when K > d // 2).
 
 The budget is spent: while the memory holds fewer than K tokens, the block's tokens the basis does not need
-are kept as well ("fill" tokens, in the greedy order of a new round on the block), so the memory holds
-min(K, tokens seen) tokens (zero rows excepted). Fill tokens are evicted before any basis token.
+are kept as well ("fill" tokens), so the memory holds min(K, tokens seen) tokens (zero rows excepted).
+
+Fill policy, fill="local" (default): basis tokens hold at most floor(basis_share x K) places of a full memory
+(default 0.75; above it they give way to fill, cheapest loss first), the rest is fill, chosen for local
+reconstruction rather than novelty. Fill tokens are the *representative* rows (`representative`: weighted
+greedy column-subset selection on unit rows, i.e. the rows that explain most of the others' directions, the
+metric of bench.metrics.local_reconstruction) of their fill bin (width: the smallest power of two giving at
+most (K - basis cap) / FILL_PER_BIN bins; only grows). Each push, the block's leftover rows compete with the
+bin's replaceable fill tokens (weights = their mass, the energy they explained when chosen) for the bin's
+places: the free room, ceil((K - basis tokens) / bins spanned) per bin, and the basis tokens above the cap;
+once full, a row within |cos| > DUPLICATE_COS of a basis token may not take a place. Eviction of fill then
+takes, from the most crowded fill bins, the least massive tokens first. fill="spread" is the previous policy:
+fill in greedy (novelty) order of the block, fill evicted before any basis token, most crowded coverage bins
+first, and no basis cap.
 
 Temporal coverage: time is cut into bins of width b seconds (b = the smallest power of two, in seconds, that
 cuts the stream seen so far into at most max(1, coverage x K) bins; b only grows, so bins nest); every bin
@@ -24,8 +36,6 @@ Hence W = 2 b: when the times are non-decreasing, no stretch longer than max(W, 
 times) inside the stream has no kept token. With coverage = 0.5 (default) W <= 4 x duration / K. One exception: when the memory holds
 basis tokens only (no fill token to give up), a coverage pick that nearly duplicates a kept token (|cos| >
 0.99) is skipped rather than evict a basis direction (its stretch is represented by that token's content).
-Among fill tokens, those of the most crowded
-bins go first.
 
 Math in float32 (tokens, bases, projections); Gram inverses in float64 (eviction losses of near-dependent
 tokens need it). Host syncs: a constant number per push (block statistics, pick counts, eviction rounds),
@@ -216,6 +226,10 @@ class StreamingSelector:
       cannot span R^d).
     coverage: fraction of the budget that temporal coverage may hold (0 disables it; see the module
       docstring: W = 2 b, b the smallest power-of-two bin width giving at most coverage x K bins).
+    fill: "local" (default: representative fill tokens per fill bin, see the module docstring) | "spread"
+      (the previous policy: novelty-order fill, no basis cap).
+    basis_share: fill="local": the fraction of a full memory basis tokens may hold, in (0, 1] (default
+      0.75; 0.5 trades needle recall for local reconstruction, see bench/RESULTS-features.md).
     recycle: None | "nearest" (each evicted token is merged, mass-weighted mean, into its most
       cosine-similar kept token) | "cluster" (the top recycle_frac of a push's evicted tokens by loss are
       density-peak clustered into ceil(m / 2) clusters, each merged into its nearest kept token). Merging
