@@ -222,7 +222,7 @@ def test_coverage_no_stretch_longer_than_w_without_a_kept_token(K):
 def test_coverage_off_keeps_the_burst():
     g = torch.Generator().manual_seed(0)
     scene = torch.randn(3, 32, generator=g)
-    on, off = StreamingSelector(16), StreamingSelector(16, coverage=0.0)
+    on, off = StreamingSelector(16, fill="spread"), StreamingSelector(16, coverage=0.0, fill="spread")
     for b in range(200):
         x = torch.randn(8, 32, generator=g) * (3.0 if b < 20 else 0.0) + torch.randn(8, 3, generator=g) @ scene
         on.push(x, float(b))

@@ -33,6 +33,8 @@ from .runner import Unit
 VARIANTS: dict[str, tuple[str, dict, int, bool]] = {
     "subspace": ("subspace", {}, 1, False),
     "subspace-v1": ("v1", {}, 1, False),  # the first-generation engine (bench.streaming_v1), for before -> after
+    "subspace-spread": ("subspace", {"fill": "spread"}, 1, False),  # the fill policy before fill="local"
+    "subspace-basis0.5": ("subspace", {"basis_share": 0.5}, 1, False),  # half the memory for basis tokens
     "subspace+recycle": ("subspace", {"recycle": "cluster"}, 1, False),
     "subspace+resprune": ("subspace", {"question_mode": "resprune", "alpha": 0.3}, 4, True),
     "subspace+spare": ("subspace", {"question_mode": "spare", "alpha": 0.3}, 4, True),
@@ -49,7 +51,8 @@ VARIANTS: dict[str, tuple[str, dict, int, bool]] = {
     "offline": ("offline", {}, 1, False),
 }
 
-DEFAULT_METHODS = tuple(v for v in VARIANTS if not v.startswith("ours"))
+DEFAULT_METHODS = tuple(v for v in VARIANTS if not v.startswith("ours") and v not in ("subspace-spread",
+                                                                                     "subspace-basis0.5"))
 
 # name -> stream spec (JSON-able; its hash names the feature cache)
 DEFAULT_STREAMS = {

@@ -15,8 +15,20 @@ All segments live in one arena (`_Arena`), packed in place; the push that can fi
 the token slots for good, so the bytes held are flat from memory-full on (`memory_bytes`).
 
 The budget is spent: while the memory holds fewer than K tokens, the block's tokens the basis does not need
-are kept as well ("fill" tokens, in the greedy order of a new round on the block), so the memory holds
-min(K, tokens seen) tokens (zero rows excepted). Fill tokens are evicted before any basis token.
+are kept as well ("fill" tokens), so the memory holds min(K, tokens seen) tokens (zero rows excepted).
+
+Fill policy, fill="local" (default): basis tokens hold at most floor(basis_share x K) places of a full memory
+(default 0.75; above it they give way to fill, cheapest loss first), the rest is fill, chosen for local
+reconstruction rather than novelty. Fill tokens are the *representative* rows (`representative`: weighted
+greedy column-subset selection on unit rows, i.e. the rows that explain most of the others' directions, the
+metric of bench.metrics.local_reconstruction) of their fill bin (width: the smallest power of two giving at
+most (K - basis cap) / FILL_PER_BIN bins; only grows). Each push, the block's leftover rows compete with the
+bin's replaceable fill tokens (weights = their mass, the energy they explained when chosen) for the bin's
+places: the free room, ceil((K - basis tokens) / bins spanned) per bin, and the basis tokens above the cap;
+once full, a row within |cos| > DUPLICATE_COS of a basis token may not take a place. Eviction of fill then
+takes, from the most crowded fill bins, the least massive tokens first. fill="spread" is the previous policy:
+fill in greedy (novelty) order of the block, fill evicted before any basis token, most crowded coverage bins
+first, and no basis cap.
 
 Temporal coverage: time is cut into bins of width b seconds (b = the smallest power of two, in seconds, that
 cuts the stream seen so far into at most max(1, coverage x K) bins; b only grows, so bins nest); every bin
@@ -26,8 +38,6 @@ Hence W = 2 b: when the times are non-decreasing, no stretch longer than max(W, 
 times) inside the stream has no kept token. With coverage = 0.5 (default) W <= 4 x duration / K. One exception: when the memory holds
 basis tokens only (no fill token to give up), a coverage pick that nearly duplicates a kept token (|cos| >
 0.99) is skipped rather than evict a basis direction (its stretch is represented by that token's content).
-Among fill tokens, those of the most crowded
-bins go first.
 
 Math in float32 (tokens, bases, projections); Gram inverses in float64 (eviction losses of near-dependent
 tokens need it). Host syncs: a constant number per push (block statistics, pick counts, eviction rounds),
@@ -48,6 +58,48 @@ from .recycle import density_peak_merge
 COUPLING = 0.5  # |G^-1_ij| / sqrt(G^-1_ii G^-1_jj) above this: i and j are not evicted in the same round
 EVICT_ROUNDS = 8  # the last round evicts the cheapest remaining tokens without the coupling check
 DUPLICATE_COS = 0.99  # coverage picks this close (|cos|) to a kept token do not evict a basis token
+FILL_PER_BIN = 8  # fill="local": fill bins are as wide as gives about this many fill tokens per bin
+CSSP_FLOPS = 2 ** 28  # fill="local": above picks x pool^2 this, a pool's fill order comes from select_subspace
+
+
+def representative(Xn: Tensor, w: Tensor, k: int, pre: Tensor | None = None,
+                   pickable: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Weighted greedy column-subset selection on rows: picks, one at a time, the row c of Xn (m, d) that
+    most increases sum_i w_i ||P x_i||^2 (P = projection on the picked rows, after the rows of pre (p, d)
+    are projected out), i.e. the most representative row, not the most novel one. Returns (order (k',),
+    gains (k',) float64: the weighted energy each pick explained when taken, the pick's "mass"),
+    k' = min(k, m): once the rows' span is exhausted the rest follow by weight with gain 0. pickable (m,)
+    bool: only these rows may be picked (the caller keeps k <= their count); all rows count in the sum.
+    No host sync."""
+    X = Xn.double()  # (m, d)
+    if pre is not None and pre.shape[0]:
+        P = pre.double()  # (p, d)
+        G = P @ P.T  # (p, p); a small ridge keeps near-dependent rows solvable
+        G.diagonal().add_(1e-10 * G.diagonal().mean() + 1e-300)
+        X = X - torch.linalg.solve(G, P @ X.T).T @ P  # residual against span(pre)
+    C = X @ X.T  # (m, m) residual Gram
+    w = w.double()
+    m = C.shape[0]
+    tiny = 1e-9  # rows are unit vectors: a residual energy below this is nil
+    taken = torch.zeros(m, dtype=torch.bool, device=C.device)
+    picks, gains = [], []
+    for _ in range(min(k, m)):
+        dg = torch.diagonal(C)
+        sc = (w[:, None] * C.square()).sum(dim=0) / dg.clamp_min(tiny)  # (m,)
+        sc = torch.where(dg <= tiny, w / (1.0 + w) - 1.0, sc).masked_fill(taken, -math.inf)
+        if pickable is not None:
+            sc = sc.masked_fill(~pickable, -math.inf)
+        j = sc.argmax()
+        g = sc[j].clamp_min(0.0)
+        ok = (g > 0).double()
+        c = C[:, j]  # (m,)
+        C = C - ok * torch.outer(c, c) / dg[j].clamp_min(tiny)
+        taken[j] = True
+        picks.append(j)
+        gains.append(g)
+    if not picks:
+        return torch.zeros(0, dtype=torch.long, device=C.device), torch.zeros(0, dtype=torch.float64, device=C.device)
+    return torch.stack(picks), torch.stack(gains)
 
 
 @dataclass
@@ -222,6 +274,10 @@ class StreamingSelector(Snapshots):
       cannot span R^d).
     coverage: fraction of the budget that temporal coverage may hold (0 disables it; see the module
       docstring: W = 2 b, b the smallest power-of-two bin width giving at most coverage x K bins).
+    fill: "local" (default: representative fill tokens per fill bin, see the module docstring) | "spread"
+      (the previous policy: novelty-order fill, no basis cap).
+    basis_share: fill="local": the fraction of a full memory basis tokens may hold, in (0, 1] (default
+      0.75; 0.5 trades needle recall for local reconstruction, see bench/RESULTS-features.md).
     recycle: None | "nearest" (each evicted token is merged, mass-weighted mean, into its most
       cosine-similar kept token) | "cluster" (the top recycle_frac of a push's evicted tokens by loss are
       density-peak clustered into ceil(m / 2) clusters, each merged into its nearest kept token). Merging
@@ -242,7 +298,8 @@ class StreamingSelector(Snapshots):
     def __init__(self, budget: int, *, novelty: float = 0.01, segment_novelty: float | None = None,
                  segment_rank: int | None = None, recycle: str | None = None, recycle_frac: float = 0.3,
                  refresh_every: int = 256, eviction: str = "leverage", question_mode: str = "resprune",
-                 alpha: float = 0.3, final_refine: bool = False, coverage: float = 0.5, device=None):
+                 alpha: float = 0.3, final_refine: bool = False, coverage: float = 0.5, fill: str = "local",
+                 basis_share: float = 0.75, device=None):
         if not (math.isfinite(novelty) and novelty >= 0):
             raise ValueError(f"novelty must be a finite number >= 0, got {novelty}")
         if segment_novelty is not None and not (math.isfinite(segment_novelty) and segment_novelty > 0):
@@ -255,6 +312,10 @@ class StreamingSelector(Snapshots):
             raise ValueError(f"recycle must be None, 'nearest' or 'cluster', got {recycle!r}")
         if not (math.isfinite(coverage) and 0 <= coverage <= 1):
             raise ValueError(f"coverage must be in [0, 1], got {coverage}")
+        if fill not in ("local", "spread"):
+            raise ValueError(f"fill must be 'local' or 'spread', got {fill!r}")
+        if not (math.isfinite(basis_share) and 0 < basis_share <= 1):
+            raise ValueError(f"basis_share must be in (0, 1], got {basis_share}")
         self.budget = check_budget(budget)
         self.novelty = float(novelty)
         self.segment_novelty = None if segment_novelty is None else float(segment_novelty)
@@ -265,6 +326,8 @@ class StreamingSelector(Snapshots):
         self.question_mode, self.alpha = question_mode, float(alpha)
         self.final_refine = bool(final_refine)
         self.coverage = float(coverage)
+        self.fill = fill
+        self.basis_share = float(basis_share) if fill == "local" else 1.0
         self.device = None if device is None else torch.device(device)
         self.tokens_seen = 0
         self.d: int | None = None
@@ -275,6 +338,7 @@ class StreamingSelector(Snapshots):
         self._next_sid = 0
         self._t0 = self._t1 = None  # earliest / latest time seen (host floats)
         self._bin = 0.0  # coverage bin width b (seconds), only grows
+        self._fbin = 0.0  # fill bin width (seconds, fill="local"), only grows
         self._payload_shape = None
 
     # ---- buffers -------------------------------------------------------------------------------------
@@ -476,12 +540,22 @@ class StreamingSelector(Snapshots):
         return int((self._t1 - self._t0) // self._bin) + 2
 
     def _update_bin(self):
-        if not self.coverage:
-            return
         span = self._t1 - self._t0
-        nmax = max(1, int(self.coverage * self.budget))
-        b = 2.0 ** (math.floor(math.log2(span / nmax)) + 1) if span > 0 else 2.0 ** -30
-        self._bin = max(self._bin, b)
+        if self.coverage:
+            nmax = max(1, int(self.coverage * self.budget))
+            b = 2.0 ** (math.floor(math.log2(span / nmax)) + 1) if span > 0 else 2.0 ** -30
+            self._bin = max(self._bin, b)
+        if self.fill == "local":
+            nmax = max(1, int((self.budget - self._basis_cap()) / FILL_PER_BIN))
+            b = 2.0 ** (math.floor(math.log2(span / nmax)) + 1) if span > 0 else 2.0 ** -30
+            self._fbin = max(self._fbin, b)
+
+    def _basis_cap(self) -> int:
+        """Basis tokens a full memory holds at most (fill="local"): floor(basis_share x K), at least 1."""
+        return max(1, int(self.basis_share * self.budget))
+
+    def _fbins(self, times: Tensor) -> Tensor:
+        return ((times - self._t0) / self._fbin).floor_().clamp_(min=0).long()
 
     def _priority(self) -> tuple[Tensor, Tensor | None]:
         """(effective eviction score (cap,), protected mask or None): fill tokens score -(their bin's
@@ -494,7 +568,10 @@ class StreamingSelector(Snapshots):
         bins = self._bins(self._times).clamp_(max=self._n_bins() - 1)  # (cap,)
         nb = self._n_bins()
         occ = torch.zeros(nb, dtype=torch.float64, device=alive.device).index_add_(0, bins, alive.double())
-        score = torch.where(fill, -occ[bins], score)
+        if self.fill == "local":  # fill tokens: below every basis token, the more representative the higher
+            score = torch.where(fill, -1.0 / (1.0 + self._use), score)
+        else:
+            score = torch.where(fill, -occ[bins], score)
         pri = torch.where(alive, score, -math.inf)
         best = torch.full((nb,), -math.inf, dtype=torch.float64, device=alive.device).scatter_reduce(
             0, bins, pri, "amax")
@@ -536,6 +613,7 @@ class StreamingSelector(Snapshots):
         emax, n_ok, e_sum, tmin, tmax = torch.stack([  # the block's statistics: one sync
             emax_t.double(), ok.sum().double(), torch.where(ok, energy, 0.0).sum().double(), t.min(), t.max()
         ]).tolist()
+        self._one_time = tmin == tmax
         self._t0 = tmin if self._t0 is None else min(self._t0, tmin)
         self._t1 = tmax if self._t1 is None else max(self._t1, tmax)
         self._update_bin()
@@ -552,6 +630,20 @@ class StreamingSelector(Snapshots):
         if self._count < self.budget:
             return block_thresh
         score, prot = self._priority()
+        if self.fill == "local":  # basis tokens compete with fill tokens only below the basis cap
+            fill = self._alive & (self._seg < 0)
+            if prot is not None:
+                fill = fill & ~prot
+            basis = self._alive & (self._seg >= 0)
+            bs = self._score.masked_fill(~basis, math.inf)
+            low, low_all, has_fill = torch.stack([
+                bs.masked_fill(prot, math.inf).min() if prot is not None else bs.min(), bs.min(),
+                fill.any().double()]).tolist()
+            if has_fill and self.n_basis < self._basis_cap():
+                return block_thresh
+            if not math.isfinite(low_all):
+                return block_thresh
+            return max(block_thresh, low if math.isfinite(low) else low_all)
         kept = score.masked_fill(~self._alive, math.inf)
         low, low_all = torch.stack([kept.masked_fill(prot, math.inf).min() if prot is not None else kept.min(),
                                     kept.min()]).tolist()
@@ -609,6 +701,11 @@ class StreamingSelector(Snapshots):
     def _fill(self, X, A, energy, rest, t, ids, sw, payload):
         """Keep more of the block while the memory is not full (a new greedy round on the block's leftover
         rows), and one token per coverage bin of the block that has no kept token."""
+        if self.fill == "local":
+            left, kept = self._local_fill(X, A, rest, t, ids, sw, payload)
+            if not (self._one_time and kept):  # a block of one time that kept a row covers its bin
+                self._cover(X, energy, rest if left is None else rest[left], t, ids, sw, payload)
+            return
         need = self.budget - self._count
         if need > 0 and rest.numel():
             m = rest.numel()
@@ -619,8 +716,111 @@ class StreamingSelector(Snapshots):
             keep = torch.ones(X.shape[0], dtype=torch.bool, device=rest.device)
             keep[js] = False
             rest = rest[keep[rest]]
+        rest, rb = self._cover(X, energy, rest, t, ids, sw, payload)
+        if rb is not None and rest.numel():
+            self._spread(X, A, rest, rb, t, ids, sw, payload)
+
+    def _local_fill(self, X, A, rest, t, ids, sw, payload) -> tuple[Tensor | None, int]:
+        """fill="local": the block's leftover rows compete with the replaceable kept fill tokens of the same
+        fill bins (not protected by coverage) for the free room, the basis tokens above the cap and the bins'
+        fill share ceil(K_f / (fill bins))
+        (K_f = K - min(basis tokens, basis cap)): weighted representative selection (`representative` on
+        unit rows, kept tokens weighted by their mass, the bins' other kept tokens projected out; once the
+        memory is full, rows within |cos| > DUPLICATE_COS of a basis token may not be picked); the losers among
+        the kept are dropped, the winners among the rows are kept as fill with their gain as mass. Returns the rows
+        not kept as a mask over rest (m,) (None: all of them) and how many were kept."""
+        if not rest.numel():
+            return None, 0
+        alive = self._alive
+        fill = alive & (self._seg < 0)
+        _, prot = self._priority()
+        fb = self._fbins(t[rest])  # (m,)
+        nbf = int((self._t1 - self._t0) // self._fbin) + 2
+        fb = fb.clamp_(max=nbf - 1)
+        kb = self._fbins(self._times).clamp_(max=nbf - 1)  # (cap,)
+        inblk = torch.zeros(nbf, dtype=torch.bool, device=alive.device)
+        inblk[fb] = True
+        here = alive & inblk[kb]
+        swap = here & fill if prot is None else here & fill & ~prot  # replaceable kept fill of the bins
+        fixed = here & ~swap  # basis and protected tokens of the bins: they already explain
+        m = rest.numel()
+        Xr = torch.nn.functional.normalize(X[rest], dim=1)  # (m, d)
+        if self._count >= self.budget:  # full: a row that nearly duplicates a basis token brings nothing
+            kept = torch.nn.functional.normalize(self._raw, dim=1)  # (cap, d)
+            basis = alive & (self._seg >= 0)
+            dup = ((Xr @ kept.T).abs().masked_fill(~basis, 0.0).amax(dim=1) > DUPLICATE_COS)  # (m,)
+        else:
+            dup = torch.zeros(m, dtype=torch.bool, device=alive.device)
+        nblk, n_fill_here, p, n_new = torch.stack([inblk.sum(), (here & fill).sum(), swap.sum(),
+                                                   (~dup).sum()]).tolist()
+        both = torch.cat([swap, fixed]).nonzero().reshape(-1)  # one sync: replaceable slots, then fixed ones
+        pk, pre = both[:p], both[p:] - swap.numel()  # (p,), (f,)
+        spanned = int((self._t1 - self._t0) // self._fbin) + 1
+        quota = (self.budget - min(self.n_basis, self._basis_cap())) / max(1, spanned)  # fill per fill bin
+        share = math.ceil(quota * nblk - 1e-9)
+        room = max(0, self.budget - self._count) + max(0, share - n_fill_here) + \
+            max(0, self.n_basis - self._basis_cap())  # basis tokens above the cap give way to fill
+        add = min(n_new, room)
+        if add == 0 and pk.numel() == 0:
+            return None, 0
+        Xn = torch.cat([torch.nn.functional.normalize(self._raw[pk], dim=1), Xr])  # (p + m, d) unit rows
+        w = torch.cat([self._use[pk], torch.ones(m, dtype=torch.float64, device=alive.device)])
+        ok = torch.cat([torch.ones(p, dtype=torch.bool, device=alive.device), ~dup])  # (p + m,) pickable
+        k = p + add
+        if k * (p + m) ** 2 <= CSSP_FLOPS:
+            order, gain = representative(Xn, w, k, self._raw[pre] if pre.numel() else None, pickable=ok)
+        else:  # a very large pool: greedy order, unit mass
+            order = select_subspace(Xn * ok[:, None], k)
+            gain = torch.ones(order.numel(), dtype=torch.float64, device=alive.device)
+        chosen = torch.zeros(p + m, dtype=torch.bool, device=alive.device)
+        chosen[order] = True
+        mass = torch.zeros(p + m, dtype=torch.float64, device=alive.device)
+        mass[order] = gain
+        srt = torch.sort(order).values  # the kept tokens' picks first, then the rows'
+        n_old = int((order < p).sum())  # one sync
+        if p:  # the kept fill tokens that lost their place leave (fill: no segment to downdate)
+            ch = chosen[:p]
+            self._use[pk] = torch.where(ch, mass[:p], self._use[pk])
+            self._alive[pk] = ch
+            self._score[pk] = torch.where(ch, self._score[pk], math.inf)
+            self._count -= p - n_old
+        js = rest[srt[n_old:] - p]  # (add,) rows that won a place
+        if js.numel():
+            slots = self._store(js, X, t, ids, sw, payload, basis=False)
+            self._use[slots] = mass[srt[n_old:]]
+        left = torch.ones(m, dtype=torch.bool, device=alive.device)
+        left[srt[n_old:] - p] = False
+        return left, int(js.numel())
+
+    def _evict_fill(self, m: int) -> tuple[Tensor, Tensor]:
+        """fill="local": evict up to m fill tokens at once (coverage-protected ones excepted): those ranked
+        lowest by mass in the most crowded fill bins first. Returns (slots, their priorities)."""
+        _, prot = self._priority()
+        cand = self._alive & (self._seg < 0)
+        if prot is not None:
+            cand = cand & ~prot
+        f = cand.nonzero().reshape(-1)  # (nf,) one sync
+        if not f.numel():
+            return f, torch.zeros(0, dtype=torch.float64, device=f.device)
+        nbf = int((self._t1 - self._t0) // self._fbin) + 2
+        b = self._fbins(self._times[f]).clamp_(max=nbf - 1)
+        mass = self._use[f]
+        o = torch.sort(-mass, stable=True).indices  # most massive first
+        o = o[torch.sort(b[o], stable=True).indices]  # grouped by bin, most massive first within a bin
+        bo = b[o]
+        q = torch.arange(f.numel(), device=f.device) - torch.searchsorted(bo, bo)  # rank within the bin
+        rank = torch.empty_like(q)
+        rank[o] = q
+        o2 = torch.sort(mass, stable=True).indices  # least massive first ...
+        o2 = o2[torch.sort(-rank[o2], stable=True).indices]  # ... among the most crowded ranks first
+        out = f[o2[:m]]
+        return out, -1.0 / (1.0 + self._use[out])
+
+    def _cover(self, X, energy, rest, t, ids, sw, payload) -> tuple[Tensor, Tensor | None]:
+        """One token (the largest) per coverage bin of the block that has no kept token. Returns the rows
+        left (m',) and their coverage bins (m',) (None when coverage is off or nothing is left)."""
         if not self.coverage or not rest.numel():
-            return
+            return rest, None
         nb = self._n_bins()
         alive = self._alive
         bins = self._bins(self._times).clamp_(max=nb - 1)
@@ -644,8 +844,7 @@ class StreamingSelector(Snapshots):
             keep = torch.ones(rest.numel(), dtype=torch.bool, device=rest.device)
             keep[first] = False
             rest, rb = rest[keep], rb[keep]
-        if rest.numel():
-            self._spread(X, A, rest, rb, t, ids, sw, payload)
+        return rest, rb
 
     def _spread(self, X, A, rest, rb, t, ids, sw, payload):
         """Spread the fill over time: while some bin holds more than its share K // (occupied bins) and still
@@ -664,30 +863,26 @@ class StreamingSelector(Snapshots):
             self._store(rest[select_subspace(A[rest], k)], X, t, ids, sw, payload, basis=False)
 
     def _evict(self):
-        m = self._count - self.budget
+        """Bring the memory back to K. fill="local": first the basis tokens above the basis cap (cheapest
+        loss first), then fill tokens (`_evict_fill`), then basis tokens; fill="spread": fill tokens of the
+        most crowded coverage bins first, then basis tokens by loss."""
         evicted, losses = [], []
-        rounds = 0
-        while m > 0:
-            rounds += 1
-            score, prot = self._priority()
-            free = ~self._alive if prot is None else (~self._alive | prot)
-            score = score.masked_fill(free, math.inf)
-            order = torch.sort(score, stable=True).indices[:m]  # (m,) cheapest first
-            segs = self._seg[order]
-            if rounds < EVICT_ROUNDS:
-                order = order[~self._coupled(order, segs)]
-                segs = self._seg[order]
-            sids = segs.tolist()
-            for sid in sorted(set(sids) - {-1}):
-                seg = next(s for s in self._segments if s.sid == sid)
-                self._downdate(seg, self._pos[order[segs == sid]])
-            losses.append(score[order])
-            self._alive[order] = False
-            self._score[order] = math.inf
-            self._seg[order] = -1
-            self._count -= len(sids)
-            m -= len(sids)
-            evicted.append(order)
+        if self.fill == "local" and self._count > self.budget:
+            nprot = self._n_bins() if self.coverage else 0  # protected tokens: at most one per coverage bin
+            eb = min(self._count - self.budget, self.n_basis - self._basis_cap(), self.n_basis - nprot)
+            if eb > 0:
+                self._evict_rounds(eb, evicted, losses, basis_only=True)
+            m = self._count - self.budget
+            if m > 0:
+                out, pri = self._evict_fill(m)
+                if out.numel():
+                    self._alive[out] = False
+                    self._score[out] = math.inf
+                    self._count -= int(out.numel())
+                    evicted.append(out)
+                    losses.append(pri)
+        if self._count > self.budget:
+            self._evict_rounds(self._count - self.budget, evicted, losses, basis_only=False)
         if not evicted:
             return
         slots = torch.cat(evicted)
@@ -701,6 +896,37 @@ class StreamingSelector(Snapshots):
                 0, assign, self._mass[top])
             merged = torch.zeros_like(merged).index_add_(0, assign, self._out[top] * self._mass[top, None].float())
             self._merge_into_nearest(merged / mass[:, None].float(), mass)
+
+    def _evict_rounds(self, m: int, evicted: list, losses: list, *, basis_only: bool):
+        """Evict m tokens, cheapest effective score first, in rounds (coupled candidates wait), one downdate
+        per segment and round. basis_only: fill tokens are not candidates."""
+        rounds = 0
+        while m > 0:
+            rounds += 1
+            score, prot = self._priority()
+            free = ~self._alive if prot is None else (~self._alive | prot)
+            if basis_only:
+                free = free | (self._seg < 0)
+            score = score.masked_fill(free, math.inf)
+            order = torch.sort(score, stable=True).indices[:m]  # (m,) cheapest first (basis_only: m is at
+            # most the unprotected basis tokens, so every candidate is one)
+            segs = self._seg[order]
+            if rounds < EVICT_ROUNDS:
+                order = order[~self._coupled(order, segs)]
+                segs = self._seg[order]
+            sids = segs.tolist()
+            if basis_only and not sids:
+                break
+            for sid in sorted(set(sids) - {-1}):
+                seg = next(s for s in self._segments if s.sid == sid)
+                self._downdate(seg, self._pos[order[segs == sid]])
+            losses.append(score[order])
+            self._alive[order] = False
+            self._score[order] = math.inf
+            self._seg[order] = -1
+            self._count -= len(sids)
+            m -= len(sids)
+            evicted.append(order)
 
     def _coupled(self, order: Tensor, segs: Tensor) -> Tensor:
         """(m,) bool: candidate i shares a segment with a cheaper candidate j and |G^-1_ij| /

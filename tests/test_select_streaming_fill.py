@@ -1,0 +1,90 @@
+"""fill="local" (the default): representative fill tokens, a basis cap, per-bin fill shares (issue 12)."""
+
+import pytest
+import torch
+
+from streamprune.bench.metrics import local_reconstruction
+from streamprune.select.streaming import StreamingSelector, representative
+
+
+def test_representative_first_pick_is_the_brute_force_best():
+    g = torch.Generator().manual_seed(0)
+    X = torch.nn.functional.normalize(torch.randn(30, 6, generator=g) + torch.randn(1, 6, generator=g), dim=1)
+    w = torch.rand(30, generator=g, dtype=torch.float64) + 0.5
+    order, gain = representative(X, w, 30)
+    C = (X.double() @ X.double().T).square()  # cos^2
+    explained = (w[:, None] * C).sum(dim=0)  # weighted energy each row explains alone
+    assert int(order[0]) == int(explained.argmax())
+    assert float(gain[0]) == pytest.approx(float(explained.max()), rel=1e-6)
+    assert sorted(order.tolist()) == list(range(30))  # min(k, m) picks, each once
+    assert float(gain.sum()) == pytest.approx(float(w.sum()), rel=1e-6)  # 6 picks span R^6: all explained
+    assert float(gain[6:].abs().max()) < 1e-6
+
+
+def _clustered(n_blocks, seed=0, d=24):
+    # each second a few cluster centres (slowly changing) with many tokens around them, and rare outliers
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(n_blocks // 10 + 1, 3, d, generator=g)
+    for b in range(n_blocks):
+        c = centres[b // 10]
+        x = c[torch.randint(0, 3, (16,), generator=g)] + 0.15 * torch.randn(16, d, generator=g)
+        x[0] = 3.0 * torch.randn(d, generator=g)  # an outlier per block
+        yield float(b), x
+
+
+@pytest.mark.parametrize("K", [16, 48])
+def test_local_fill_reconstructs_each_stretch_better_than_spread(K):
+    blocks = list(_clustered(100))
+    X = torch.cat([x for _, x in blocks])
+    times = torch.cat([torch.full((x.shape[0],), t, dtype=torch.float64) for t, x in blocks])
+    err = {}
+    for fill in ("local", "spread"):  # half the budget as fill (basis_share 0.5) vs the fill "spread" keeps
+        sel = StreamingSelector(K, fill=fill, basis_share=0.5)
+        for t, x in blocks:
+            sel.push(x, t)
+        ids = sel.memory.ids
+        assert len(ids) == K
+        err[fill] = local_reconstruction(X, times, ids, window=5.0)
+    assert err["local"] < err["spread"]
+
+
+def test_basis_cap_once_the_memory_is_full_on_novel_content():
+    # every token novel: the basis alone would take all of K; once full, basis tokens above
+    # floor(basis_share x K) give way to fill (never more basis than before) until the cap holds
+    g = torch.Generator().manual_seed(3)
+    K, cap = 40, 30
+    sel, last = StreamingSelector(K, novelty=0.0), None
+    for b in range(60):
+        sel.push(torch.randn(12, 64, generator=g), float(b))
+        assert len(sel.memory) == min(K, sel.tokens_seen)
+        if last is not None and last > cap:
+            assert sel.n_basis <= last
+        if sel.tokens_seen >= K:
+            last = sel.n_basis
+        if sel.tokens_seen >= 4 * K:
+            assert sel.n_basis <= cap
+            assert len(sel.memory) - sel.n_basis >= K - cap  # the rest is fill
+    assert sel.orthonormality_error() < 1e-5
+
+
+def test_local_fill_is_deterministic_and_keeps_the_needle():
+    def run():
+        g = torch.Generator().manual_seed(5)
+        scene = torch.randn(4, 32, generator=g)
+        sel = StreamingSelector(32)
+        for b in range(120):
+            x = torch.randn(10, 4, generator=g) @ scene + 0.01 * torch.randn(10, 32, generator=g)
+            if b == 70:
+                x[3] = 5.0 * torch.randn(32, generator=g)  # a needle: novel direction
+            sel.push(x, float(b))
+        return sel.memory.ids
+    a, b = run(), run()
+    assert torch.equal(a, b)
+    assert 70 * 10 + 3 in a.tolist()
+
+
+@pytest.mark.parametrize("kw", [dict(fill="nope"), dict(basis_share=0.0), dict(basis_share=1.5),
+                                dict(basis_share=float("nan"))])
+def test_bad_fill_options(kw):
+    with pytest.raises(ValueError):
+        StreamingSelector(8, **kw)
