@@ -69,6 +69,14 @@ def question_select(tokens: Tensor, k: int, relevance: Tensor | None = None, *, 
     first = select_subspace(X, k - k_anti, w)
     if k_anti == 0:
         return first
+    return torch.cat([first, spare_second(X, r, first, k_anti, beta)])
+
+
+def spare_second(X: Tensor, r: Tensor, first: Tensor, k_anti: int, beta: float) -> Tensor:
+    """SPARE's second phase: k_anti picks among the rows of X (n, d) not in `first`, greedy against span(X[first])
+    with anti-relevance weights max(1 - r, 1e-3)^beta until the residual energy is zero, then a fresh greedy
+    round on the rest. Returns (k_anti,) row ids (fewer only when fewer rows are left)."""
+    n = X.shape[0]
     rest = torch.ones(n, dtype=torch.bool, device=X.device)
     rest[first] = False
     rest = rest.nonzero().reshape(-1)
@@ -86,4 +94,4 @@ def question_select(tokens: Tensor, k: int, relevance: Tensor | None = None, *, 
         left[picks] = False
         more = rest[left][select_subspace(X[rest[left]], k_anti - second.numel(), w2[left])]
         second = torch.cat([second, more])
-    return torch.cat([first, second])
+    return second

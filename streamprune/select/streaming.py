@@ -40,12 +40,28 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .gram import gram_greedy, gram_question_select, gram_update
 from .greedy import ZERO_TOL, check_budget, check_k, check_matrix, check_weights, refine_swaps, select_subspace
 from .recycle import density_peak_merge
 
 COUPLING = 0.5  # |G^-1_ij| / sqrt(G^-1_ii G^-1_jj) above this: i and j are not evicted in the same round
 EVICT_ROUNDS = 8  # the last round evicts the cheapest remaining tokens without the coupling check
 DUPLICATE_COS = 0.99  # coverage picks this close (|cos|) to a kept token do not evict a basis token
+GRAM_MIN_BUDGET = 512  # question_gram="auto": smaller memories answer in milliseconds either way
+GRAM_MIN_SPEEDUP = 2.0  # ... and the Gram path must save this factor at k = K / 4 (8 d / K, see gram.py)
+
+
+def gram_auto(budget: int, d: int, *, recycle: bool = False, block: int = 256) -> bool:
+    """question_gram="auto": keep the Gram of the memory when it pays off at the question stage and costs at
+    most as much memory as the rest of the selector. At k = K / 4 picks the row kernel reads m d k floats and
+    the Cholesky m k^2 / 2, so the Gram path is ~8 d / K times cheaper: on when K >= GRAM_MIN_BUDGET,
+    8 d / K >= GRAM_MIN_SPEEDUP and (K + min(block, K))^2 float32 <= memory_bytes without it; off with
+    recycling (merges change the memory tokens outside `_store`)."""
+    K = check_budget(budget)
+    if recycle or K < GRAM_MIN_BUDGET or 8 * int(d) < GRAM_MIN_SPEEDUP * K:
+        return False
+    slots = K + min(max(1, int(block)), K)
+    return 4 * slots * slots <= memory_bytes(K, d, recycle=recycle, block=block, question_gram=False)
 
 
 @dataclass
@@ -232,6 +248,11 @@ class StreamingSelector(Snapshots):
       direction, favours reconstruction of everything seen).
     question_mode, alpha: what final(k, relevance) uses (see relevance.question_select).
     final_refine: final(k) without relevance refines its greedy pick with swaps (greedy.refine_swaps).
+    question_gram: True | False | "auto" (default): keep G = X X^T of the memory tokens (float32, slot-indexed,
+      (cap, cap), one (stored tokens x cap) matmul per push that stores tokens) so that `final(k)` (with or
+      without relevance) runs the greedy as a pivoted Cholesky of the weighted G (select.gram: same picks,
+      exact row-kernel finish when the Gram's energies get unreliable). "auto" = `gram_auto(budget, d)`
+      (resolved at the first push). Not with recycle (ValueError for True).
     Zero rows and zero-weight rows are skipped (never enter the basis or memory; they still get ids).
     Empty blocks are a no-op. Bad input raises ValueError and leaves the state untouched.
     Device: the first pushed tensor's (or `device`); nothing device-specific.
@@ -240,7 +261,8 @@ class StreamingSelector(Snapshots):
     def __init__(self, budget: int, *, novelty: float = 0.01, segment_novelty: float | None = None,
                  segment_rank: int | None = None, recycle: str | None = None, recycle_frac: float = 0.3,
                  refresh_every: int = 256, eviction: str = "leverage", question_mode: str = "resprune",
-                 alpha: float = 0.3, final_refine: bool = False, coverage: float = 0.5, device=None):
+                 alpha: float = 0.3, final_refine: bool = False, coverage: float = 0.5, question_gram="auto",
+                 device=None):
         if not (math.isfinite(novelty) and novelty >= 0):
             raise ValueError(f"novelty must be a finite number >= 0, got {novelty}")
         if segment_novelty is not None and not (math.isfinite(segment_novelty) and segment_novelty > 0):
@@ -253,6 +275,11 @@ class StreamingSelector(Snapshots):
             raise ValueError(f"recycle must be None, 'nearest' or 'cluster', got {recycle!r}")
         if not (math.isfinite(coverage) and 0 <= coverage <= 1):
             raise ValueError(f"coverage must be in [0, 1], got {coverage}")
+        if question_gram not in (True, False, "auto"):
+            raise ValueError(f"question_gram must be True, False or 'auto', got {question_gram!r}")
+        if question_gram is True and recycle is not None:
+            raise ValueError("question_gram=True does not work with recycle (merges change the memory tokens)")
+        self.question_gram = question_gram
         self.budget = check_budget(budget)
         self.novelty = float(novelty)
         self.segment_novelty = None if segment_novelty is None else float(segment_novelty)
@@ -295,6 +322,9 @@ class StreamingSelector(Snapshots):
         self._seg = torch.zeros(0, dtype=torch.long, **z)  # segment id of a basis token, -1 = fill / free
         self._pos = torch.zeros(0, dtype=torch.long, **z)  # row of a basis token in its segment
         self._payload = None
+        on = self.question_gram if self.question_gram != "auto" else gram_auto(self.budget, d,
+                                                                                 recycle=bool(self.recycle))
+        self._gram = torch.zeros(0, 0, **z) if on else None  # (cap, cap) float32 X X^T over the slots
         if payload is not None:
             self._payload_shape = tuple(payload.shape[1:])
             self._payload = torch.zeros(0, *self._payload_shape, dtype=payload.dtype, **z)
@@ -320,6 +350,10 @@ class StreamingSelector(Snapshots):
                 grown["_out"] = pad(self._out, 0)
             if self._payload is not None:
                 grown["_payload"] = pad(self._payload, 0)
+            if self._gram is not None:
+                gram = self._gram.new_zeros(new, new)  # stale rows / columns of free slots are never read
+                gram[: self._cap, : self._cap] = self._gram
+                grown["_gram"] = gram
         except RuntimeError as e:  # torch.OutOfMemoryError is one too
             raise ValueError(f"out of memory growing the token memory to {new} slots of dimension {self.d} on "
                              f"{self.device} ({str(e).strip().splitlines()[0][:120] if str(e).strip() else 'refused'}); "
@@ -345,6 +379,8 @@ class StreamingSelector(Snapshots):
             self._out[slots] = X[js]
         if self._payload is not None:
             self._payload[slots] = payload[js.to(payload.device)].to(self._payload.device, self._payload.dtype)
+        if self._gram is not None:
+            gram_update(self._gram, self._raw, slots)  # the new slots' rows and columns of X X^T
         self._count += p
         return slots
 
@@ -747,8 +783,21 @@ class StreamingSelector(Snapshots):
     def final(self, k: int, relevance=None) -> Tensor:
         """Indices (ascending) into memory of min(k, len(memory)) tokens for the LLM (question-aware with
         relevance). Runs on the memory snapshot (one copy per state, shared with `memory`); nothing is rerun
-        when k >= len(memory), nor for a question-agnostic k already answered since the last push."""
-        return self._final(k, relevance, mode=self.question_mode, alpha=self.alpha, refine=self.final_refine)
+        when k >= len(memory), nor for a question-agnostic k already answered since the last push. With the
+        Gram on (question_gram), the greedy runs from it (select.gram) instead of from the rows."""
+        kw = dict(mode=self.question_mode, alpha=self.alpha, refine=self.final_refine)
+        if self._cap and getattr(self, "_gram", None) is not None:
+            kw["gram"] = self.memory_gram
+        return self._final(k, relevance, **kw)
+
+    def memory_gram(self) -> Tensor:
+        """(len(memory), len(memory)) float32 Gram X X^T of the memory tokens, in memory order (a gather of the
+        maintained Gram; ValueError when question_gram is off)."""
+        if getattr(self, "_gram", None) is None:
+            raise ValueError("this selector keeps no Gram (question_gram is off)")
+        alive = self._alive.nonzero().reshape(-1)
+        alive = alive[torch.argsort(self._ids[alive])]  # the snapshot's order (`_gather`)
+        return self._gram.index_select(0, alive).index_select(1, alive)  # (m, m)
 
     # ---- diagnostics ---------------------------------------------------------------------------------
     def orthonormality_error(self) -> float:
@@ -773,17 +822,20 @@ class StreamingSelector(Snapshots):
         """Bytes of every tensor the selector holds (slot buffers and the segment arena)."""
         ts = [self._raw, self._sw, self._mass, self._use, self._times, self._ids, self._alive, self._score,
               self._seg, self._pos] if self._cap else []
-        ts += [t for t in (getattr(self, "_out", None), getattr(self, "_payload", None)) if t is not None]
+        ts += [t for t in (getattr(self, "_out", None), getattr(self, "_payload", None),
+                           getattr(self, "_gram", None)) if t is not None]
         ts += list(self._arena.tensors()) if getattr(self, "_arena", None) is not None else []
         return sum(t.numel() * t.element_size() for t in ts)
 
 
-def memory_bytes(budget: int, d: int, *, payload_width: int = 0, recycle: bool = False, block: int = 256) -> int:
+def memory_bytes(budget: int, d: int, *, payload_width: int = 0, recycle: bool = False, block: int = 256,
+                 question_gram="auto") -> int:
     """Bytes a StreamingSelector of `budget` tokens of dimension `d` (default segment rank cap) holds for
     blocks of at most `block` tokens: allocated at the first push and flat from then on. Per slot (budget +
     min(block, budget) of them) the float32 token (twice with recycling), the payload row and the
     bookkeeping; the arena (`arena_rows` rows): S and Q float32, idx int64, and the float64 Gram inverses in
-    min(rank cap, rows) x rows entries. The baselines hold less."""
+    min(rank cap, rows) x rows entries; with the Gram (question_gram True, or "auto" where `gram_auto` turns it
+    on) a float32 (slots, slots) matrix. The baselines hold less."""
     k, d, pw = check_budget(budget), int(d), max(0, int(payload_width))
     b = max(1, int(block))
     slots = k + min(b, k)
@@ -791,15 +843,17 @@ def memory_bytes(budget: int, d: int, *, payload_width: int = 0, recycle: bool =
     rows = arena_rows(k, b)
     rank_cap = d if k <= d // 2 else max(1, d // 2)
     arena = rows * (2 * 4 * d + 8) + 8 * min(rank_cap, rows) * rows
-    return slots * per_slot + arena
+    on = gram_auto(k, d, recycle=recycle, block=b) if question_gram == "auto" else bool(question_gram)
+    return slots * per_slot + arena + (4 * slots * slots if on else 0)
 
 
 def final_select(memory: Memory, k, relevance=None, *, mode: str = "resprune", alpha: float = 0.3,
-                 refine: bool = False) -> Tensor:
+                 refine: bool = False, gram=None) -> Tensor:
     """Shared `final`: all of memory when k >= len(memory); else greedy subspace selection of the memory
     tokens (question_select with the given relevance (len(memory),) when one is given). refine: improve the
     question-agnostic greedy pick with greedy.refine_swaps (lower reconstruction error of the memory; not
-    applied when relevance is given). Ascending indices."""
+    applied when relevance is given). gram: None, or a callable returning the (m, m) Gram of memory.tokens
+    (called only when a selection runs): the greedy then runs from it (select.gram). Ascending indices."""
     k = check_k(k)
     m = len(memory)
     if relevance is not None:
@@ -809,7 +863,15 @@ def final_select(memory: Memory, k, relevance=None, *, mode: str = "resprune", a
     dev = memory.tokens.device
     if k >= m:
         return torch.arange(m, device=dev)
-    if relevance is None:
+    if gram is not None:
+        G = gram()
+        if relevance is None:
+            idx = gram_greedy(memory.tokens, G, k)
+        else:
+            idx = gram_question_select(memory.tokens, G, k, relevance.to(dev), mode=mode, alpha=alpha)
+        if refine and relevance is None:
+            idx = refine_swaps(memory.tokens, idx)
+    elif relevance is None:
         idx = select_subspace(memory.tokens, k)
         if refine:
             idx = refine_swaps(memory.tokens, idx)
