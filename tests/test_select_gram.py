@@ -89,8 +89,10 @@ def test_fallback_runs_and_stays_exact_on_ill_conditioned_input(low, seed, monke
     monkeypatch.setattr(gram_mod, "_row_finish", counted)
     k = 150
     st: dict = {}
-    got = gram_greedy(X, _gram(X), k, state=st)
+    stats: dict = {}
+    got = gram_greedy(X, _gram(X), k, state=st, stats=stats)
     assert calls["n"] >= 1  # the Cholesky energies fell below GRAM_TOL x top: rows finished the round
+    assert stats["row_finishes"] == calls["n"] and 0 < stats["cholesky_picks"] < k
     assert st["exact"] or low < 1e-5  # (at 1e-6 the rows exhaust the rank and a new Cholesky round follows)
     ref = select_subspace(X, k)
     oracle = _scipy_order(X)[:k]
@@ -153,6 +155,21 @@ def test_spare_second_phase_fallbacks(case):
         assert len(set(a.tolist())) == k
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_slot_indexed_gram_through_an_index(seed):
+    g = torch.Generator().manual_seed(300 + seed)
+    m, d, cap = 150, 40, 210
+    X = torch.randn(m, d, generator=g)
+    slots = torch.randperm(cap, generator=g)[:m]
+    Xs = torch.randn(cap, d, generator=g)  # free slots hold other rows: never read
+    Xs[slots] = X
+    r = torch.rand(m, generator=g)
+    for mode in ("resprune", "spare", "none"):
+        got = gram_question_select(X, Xs @ Xs.T, 30, r, mode=mode, index=slots)
+        assert got.tolist() == question_select(X, 30, r, mode=mode).tolist()
+    assert gram_greedy(X, Xs @ Xs.T, 60, index=slots).tolist() == select_subspace(X, 60).tolist()
+
+
 def test_float64_gram_and_low_precision_gram():
     X = torch.randn(300, 64, generator=torch.Generator().manual_seed(4))
     ref = select_subspace(X, 50).tolist()
@@ -189,6 +206,10 @@ def test_gram_update_writes_rows_and_columns():
 
 @pytest.mark.parametrize("bad", [
     lambda: gram_greedy(torch.randn(5, 3), torch.randn(4, 4), 2),
+    lambda: gram_greedy(torch.randn(5, 3), torch.randn(4, 3), 2),
+    lambda: gram_greedy(torch.randn(5, 3), torch.eye(8), 2, index=torch.tensor([0, 1, 2, 3, 8])),
+    lambda: gram_greedy(torch.randn(5, 3), torch.eye(8), 2, index=torch.arange(4)),
+    lambda: gram_greedy(torch.randn(5, 3), torch.eye(8), 2, index=torch.arange(5.0)),
     lambda: gram_greedy(torch.randn(5, 3), "G", 2),
     lambda: gram_greedy(torch.randn(5, 3), torch.ones(5, 5, dtype=torch.long), 2),
     lambda: gram_greedy(torch.tensor([[1.0, float("nan")]]), torch.ones(1, 1), 1),
@@ -198,6 +219,7 @@ def test_gram_update_writes_rows_and_columns():
     lambda: gram_question_select(torch.randn(5, 3), torch.eye(5), 2, torch.rand(5), mode="nope"),
     lambda: gram_question_select(torch.randn(5, 3), torch.eye(5), 2, torch.full((5,), 2.0)),
     lambda: StreamingSelector(64, question_gram="yes"),
+    lambda: StreamingSelector(64, gram_refresh="never"),
     lambda: StreamingSelector(64, question_gram=True, recycle="nearest"),
     lambda: StreamingSelector(64, question_gram=False).push(torch.randn(4, 3), 0.0) or
     StreamingSelector(64, question_gram=False).memory_gram(),
@@ -222,8 +244,9 @@ def _stream(sel, blocks, n, d, seed, scale_every=3):
     return sel
 
 
-def test_selector_gram_stays_consistent_over_pushes_with_evictions():
-    sel = StreamingSelector(80, question_gram=True)
+@pytest.mark.parametrize("refresh", ["push", "question"])
+def test_selector_gram_stays_consistent_over_pushes_with_evictions(refresh):
+    sel = StreamingSelector(80, question_gram=True, gram_refresh=refresh)
     g = torch.Generator().manual_seed(0)
     worst = 0.0
     for b in range(120):
@@ -255,18 +278,21 @@ def test_selector_final_with_the_gram_equals_the_row_path(mode):
         assert torch.equal(a.final(k), torch.sort(select_subspace(a.memory.tokens, k)).values)
     assert torch.equal(final_select(a.memory, 20, r, mode=mode, gram=a.memory_gram),
                        final_select(a.memory, 20, r, mode=mode))
+    G, index = a.gram_view()  # the slot-indexed form final uses
+    assert torch.equal(gram_question_select(a.memory.tokens, G, 20, r, mode=mode, index=index),
+                       question_select(a.memory.tokens, 20, r, mode=mode))
 
 
 def test_final_stays_cheap_without_a_selection(monkeypatch):
     sel = _stream(StreamingSelector(64, question_gram=True), 12, 16, 32, 2)
     calls = {"n": 0}
-    real = sel.memory_gram
+    real = sel.gram_view
 
     def counted():
         calls["n"] += 1
         return real()
 
-    monkeypatch.setattr(sel, "memory_gram", counted)
+    monkeypatch.setattr(sel, "gram_view", counted)
     m = len(sel.memory)
     assert sel.final(m + 5).tolist() == list(range(m))
     assert calls["n"] == 0  # k >= len(memory): no Gram gathered, nothing selected
@@ -275,14 +301,15 @@ def test_final_stays_cheap_without_a_selection(monkeypatch):
 
 
 def test_gram_auto_rule_and_memory_bytes():
-    assert gram_auto(4096, 3584) and gram_auto(4096, 1536) and gram_auto(1024, 1536)
-    assert not gram_auto(256, 3584)  # small memory: milliseconds either way
+    assert gram_auto(4096, 3584) and gram_auto(4096, 1536) and gram_auto(1024, 3584)
+    assert not gram_auto(1024, 1536)  # 6 MiB of tokens: the row kernel runs from the cache
+    assert not gram_auto(256, 3584)
     assert not gram_auto(4096, 768)  # 8 d / K = 1.5 < 2: not worth it
     assert not gram_auto(4096, 3584, recycle=True)
     slots = 4096 + 256
     on = memory_bytes(4096, 3584, question_gram=True)
     off = memory_bytes(4096, 3584, question_gram=False)
-    assert on - off == 4 * slots * slots
+    assert on - off == (4 * slots + 1) * slots  # the float32 Gram and its refresh mask
     assert memory_bytes(4096, 3584) == on and memory_bytes(256, 3584) == memory_bytes(256, 3584, question_gram=False)
     assert StreamingSelector(64).question_gram == "auto"
 
@@ -314,3 +341,40 @@ def test_cuda_same_picks():
 
 def test_tolerance_constant_is_above_float32_gram_noise():
     assert 1e3 * torch.finfo(torch.float32).eps < GRAM_TOL < 1e-2
+
+
+def test_gram_refresh_push_vs_question():
+    eager = StreamingSelector(64, question_gram=True, gram_refresh="push")
+    lazy = StreamingSelector(64, question_gram=True)
+    assert lazy.gram_refresh == "question"  # the default
+    g = torch.Generator().manual_seed(12)
+    for b in range(15):
+        x = torch.randn(24, 32, generator=g)
+        eager.push(x, float(b))
+        lazy.push(x, float(b))
+        assert not bool(eager._gram_dirty.any())  # refreshed by the push itself
+        alive = eager._alive.nonzero().reshape(-1)
+        Xa = eager._raw[alive]
+        assert torch.allclose(eager._gram[alive][:, alive], Xa @ Xa.T, rtol=1e-5, atol=1e-4)
+    assert bool(lazy._gram_dirty.any())  # nothing computed by the pushes
+    r = torch.rand(len(lazy.memory), generator=g)
+    assert torch.equal(eager.final(16, r), lazy.final(16, r))
+    assert not bool(lazy._gram_dirty.any())
+    M = lazy.memory.tokens
+    assert torch.allclose(lazy.memory_gram(), M @ M.T, rtol=1e-5, atol=1e-4)
+
+
+def test_gram_bench_rows_on_tiny_shapes(tmp_path):
+    from streamprune.bench import gram_bench, select_suite
+    from streamprune.bench.protocol import SuiteOptions
+
+    q = gram_bench.question_row({"data": "gauss", "m": 128, "d": 48, "k": 32, "reps": 1})
+    assert q["same_picks"] == "yes" and q["row_ms"] > 0 and q["gram_ms"] > 0 and q["cholesky_picks"] == 32
+    dq = gram_bench.question_row({"data": "decay", "m": 128, "d": 96, "k": 40, "reps": 1})
+    assert dq["same_picks"] == "yes" and dq["row_finish_calls"] >= 1 and dq["cholesky_picks"] < 40
+    p = gram_bench.push_row({"stream": "lowrank", "d": 32, "K": 64, "n": 32, "measure": 2})
+    assert p["same_memory"] and p["gram_rel_err"] < 1e-5 and p["gram_mb"] > 0
+    assert "row kernel ms" in gram_bench.report([q, p])
+    units = select_suite.plan(SuiteOptions(out=tmp_path, quick=True, extra={"parts": ["gram"]}))
+    assert units and {u.params["part"] for u in units} == {"gram"}
+    assert "gram" not in {u.params["part"] for u in select_suite.plan(SuiteOptions(out=tmp_path, quick=True))}

@@ -27,10 +27,18 @@ import math
 import torch
 from torch import Tensor
 
-from .greedy import ZERO_TOL, _energies64, check_k, check_matrix, check_weights, select_subspace
+from .greedy import ZERO_TOL, check_k, check_matrix, check_weights, select_subspace
 
 GRAM_TOL = 2.0 ** -12  # Cholesky energies are trusted while w_j e_j > GRAM_TOL x max_i w_i G_ii (float32 G)
 _BLOCK_MIN, _BLOCK_MAX = 16, 256  # picks between two host looks at the flags
+
+
+def _energies64(X: Tensor, chunk: int = 1 << 18) -> Tensor:
+    """Squared row norms of X (m, d) float32, accumulated in float64 a few rows at a time, (m,)."""
+    m, d = X.shape
+    rows = max(1, min(m, chunk // max(d, 1)))
+    parts = [torch.linalg.vector_norm(X[s: s + rows].double(), dim=1) for s in range(0, m, rows)]
+    return torch.cat(parts).square_() if parts else X.new_zeros(0, dtype=torch.float64)
 
 
 def gram_update(G: Tensor, X: Tensor, slots: Tensor) -> None:
@@ -44,45 +52,65 @@ def gram_update(G: Tensor, X: Tensor, slots: Tensor) -> None:
     G.index_copy_(1, slots, B.T)
 
 
-def check_gram(G: Tensor, m: int) -> Tensor:
-    if not isinstance(G, Tensor) or G.ndim != 2 or tuple(G.shape) != (m, m):
-        raise ValueError(f"G must be an ({m}, {m}) tensor, got {getattr(G, 'shape', type(G).__name__)}")
+def check_gram(G: Tensor, m: int, index: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """G (m, m), or (c, c) with index (m,) int64 in [0, c): validated; G as float32 / float64."""
+    if not isinstance(G, Tensor) or G.ndim != 2 or G.shape[0] != G.shape[1]:
+        raise ValueError(f"G must be a square 2-D tensor, got {getattr(G, 'shape', type(G).__name__)}")
     if not G.is_floating_point():
         raise ValueError(f"G must be a floating tensor, got {G.dtype}")
-    return G if G.dtype in (torch.float32, torch.float64) else G.float()
+    if index is None:
+        if G.shape[0] != m:
+            raise ValueError(f"G must be ({m}, {m}) for {m} rows, got {tuple(G.shape)}")
+    else:
+        if not isinstance(index, Tensor) or index.ndim != 1 or index.numel() != m or index.is_floating_point():
+            raise ValueError(f"index must be a 1-D integer tensor of {m} entries")
+        index = index.to(device=G.device, dtype=torch.long)
+        if m and (int(index.min()) < 0 or int(index.max()) >= G.shape[0]):
+            raise ValueError(f"index must lie in [0, {G.shape[0]})")
+    return (G if G.dtype in (torch.float32, torch.float64) else G.float()), index
 
 
 class _Chol:
-    """State of the pivoted Cholesky of the current round on rows `cand`: Lt (k, m) holds the factor's columns
-    as rows (Lt[t] = L[:, t]); e (m,) the unweighted residual energies; avail (m,) rows not yet picked."""
+    """Pivoted Cholesky of the current round: Lt (kmax, m) holds the factor's columns as rows (Lt[t] = L[:, t]),
+    s (m,) the weighted residual energies w_i e_i (-inf: not a candidate). Row i of the Gram is G[index[i]]
+    restricted to the columns index (index None: G is (m, m) itself), so a slot-indexed Gram needs no gather."""
 
-    def __init__(self, G: Tensor, kmax: int, avail: Tensor):
-        m = G.shape[0]
-        self.G = G
-        self.Lt = G.new_zeros(kmax, m)  # (k, m)
-        self.e = torch.diagonal(G).clone()  # (m,)
-        self.avail = avail.clone()
+    def __init__(self, G: Tensor, index: Tensor | None, kmax: int, avail: Tensor, w: Tensor):
+        self.G, self.index = G, index
+        diag = torch.diagonal(G)
+        self.diag = diag if index is None else diag.index_select(0, index)  # (m,)
+        self.Lt = G.new_zeros(kmax, self.diag.numel())  # (kmax, m)
         self.r = 0  # columns in the factor (picks of this round)
+        self.reweight(w, avail)
 
-    def steps(self, w: Tensor, count: int, picks: Tensor, score_at: Tensor):
-        """`count` pivots with weights w (m,): picks[t], score_at[t] = w_j e_j when taken (device tensors)."""
-        G, Lt, e, avail = self.G, self.Lt, self.e, self.avail
+    def reweight(self, w: Tensor, avail: Tensor):
+        """New weights w (m,) and candidates avail (m,) on the current factor (SPARE's second phase)."""
+        e = self.diag - self.Lt[: self.r].pow(2).sum(dim=0) if self.r else self.diag  # (m,)
+        self.w, self.avail = w, avail.clone()
+        self.s = torch.where(avail, w * e, -math.inf)
+
+    def steps(self, count: int, picks: Tensor, score_at: Tensor):
+        """`count` pivots: picks[t] and score_at[t] = w_j e_j when taken (device tensors, no host sync). A pick
+        whose score is <= 0 or NaN leaves garbage behind it; the caller rolls back to it."""
+        G, index, Lt, s, w = self.G, self.index, self.Lt, self.s, self.w
         for t in range(count):
             jv = picks[t: t + 1]
-            s = torch.where(avail, w * e, -math.inf)
             torch.argmax(s, dim=0, keepdim=True, out=jv)
-            score_at[t: t + 1] = s.index_select(0, jv)
+            torch.index_select(s, 0, jv, out=score_at[t: t + 1])
             r = self.r
-            col = G.index_select(0, jv)[0]  # (m,)
+            row = Lt[r: r + 1]  # (1, m)
+            if index is None:
+                torch.index_select(G, 0, jv, out=row)
+            else:
+                torch.index_select(G.index_select(0, index.index_select(0, jv)), 1, index, out=row)
+            col = row[0]
             if r:
-                h = Lt[:r].index_select(1, jv)[:, 0]  # (r,) L[j, :r]
-                col.addmv_(Lt[:r].T, h, alpha=-1.0)
-            piv = e.index_select(0, jv).clamp_min(1e-30).sqrt_()
-            col.div_(piv)
-            Lt[r] = col
-            e.addcmul_(col, col, value=-1.0)
-            avail.index_fill_(0, jv, False)
+                col.addmv_(Lt[:r].T, Lt[:r].index_select(1, jv)[:, 0], alpha=-1.0)
+            col.div_(score_at[t: t + 1].div(w.index_select(0, jv)).sqrt_())  # / sqrt(e_j)
+            s.addcmul_(col, col * w, value=-1.0)
+            s.index_fill_(0, jv, -math.inf)
             self.r = r + 1
+        self.avail.index_fill_(0, picks[:count], False)
 
 
 def _residual_rows(X: Tensor, basis_rows: Tensor, rows: Tensor) -> Tensor:
@@ -115,17 +143,19 @@ def _row_finish(X: Tensor, w: Tensor, basis_rows: Tensor, avail: Tensor, k: int,
     return rows[order[:cut]], cut < kk or kk < k
 
 
-def gram_greedy(X: Tensor, G: Tensor, k: int, weights: Tensor | None = None, *, tol: float = GRAM_TOL,
-                state: dict | None = None, extra: int = 0) -> Tensor:
+def gram_greedy(X: Tensor, G: Tensor, k: int, weights: Tensor | None = None, *, index: Tensor | None = None,
+                tol: float = GRAM_TOL, state: dict | None = None, extra: int = 0, stats: dict | None = None) -> Tensor:
     """Same contract (and, on well-conditioned input, the same picks) as `select_subspace(X, k, weights)`,
-    computed from G = X X^T (m, m): pivoted Cholesky while its energies are reliable (w_j e_j > tol x max w_i
+    computed from G = X X^T (m, m) (or, with index (m,) int64, from a larger G whose rows / columns index[i]
+    belong to X's row i: a slot-indexed Gram, read without a gather): pivoted Cholesky while its energies are reliable (w_j e_j > tol x max w_i
     G_ii), then the row kernel on the exact residual rows. X (m, d) is read only for the fallback and the
     weights' energies. state: if a dict is given, it receives the factor of the last round ("chol"), its
     picks ("round") and whether the last round was finished by rows or exhausted ("exact"): SPARE's second
-    phase continues from it (extra: factor rows reserved for that). Raises ValueError on bad X, G, weights or k."""
+    phase continues from it (extra: factor rows reserved for that). stats: if a dict is given, "row_finishes"
+    (exact row-kernel finishes run) and "cholesky_picks" (picks before the first one) are added to it. Raises ValueError on bad X, G, weights or k."""
     X = check_matrix(X)
     m, d = X.shape
-    G = check_gram(G, m)
+    G, index = check_gram(G, m, index)
     k = min(check_k(k), m)
     w = torch.ones(m, device=X.device) if weights is None else check_weights(weights, m, X.device)
     wd = w.to(G.dtype)
@@ -142,7 +172,8 @@ def gram_greedy(X: Tensor, G: Tensor, k: int, weights: Tensor | None = None, *, 
     if not math.isfinite(top):
         check_matrix(X)
     zero = ZERO_TOL * top
-    gtop = float((wd * torch.diagonal(G)).max())  # the Gram's own scale for the reliability threshold
+    diag = torch.diagonal(G) if index is None else torch.diagonal(G).index_select(0, index)
+    gtop = float((wd * diag).max())  # the Gram's own scale for the reliability threshold
     thr = tol * gtop
     n_pick = min(k, int(n_alive))
     avail = alive.clone()
@@ -151,7 +182,7 @@ def gram_greedy(X: Tensor, G: Tensor, k: int, weights: Tensor | None = None, *, 
     while i < n_pick:
         # a new round on the unpicked alive rows
         cap = min(d, n_pick - i)
-        chol = _Chol(G, cap + extra, avail)
+        chol = _Chol(G, index, cap + extra, avail, wd)
         r0 = i
         P = _BLOCK_MIN
         exact = False
@@ -159,7 +190,7 @@ def gram_greedy(X: Tensor, G: Tensor, k: int, weights: Tensor | None = None, *, 
         while chol.r < cap:
             steps = min(P, cap - chol.r)
             t0 = chol.r
-            chol.steps(wd, steps, out[i: i + steps], score[t0: t0 + steps])
+            chol.steps(steps, out[i: i + steps], score[t0: t0 + steps])
             sc = score[t0: t0 + steps]
             bad = ~(sc > thr)  # NaN / negative / unreliable
             first = int(torch.cat([bad, bad.new_ones(1)]).to(torch.uint8).argmax())  # one sync per block
@@ -178,6 +209,7 @@ def gram_greedy(X: Tensor, G: Tensor, k: int, weights: Tensor | None = None, *, 
                 continue
             break  # k picks
         # the Cholesky energies became unreliable: finish this round exactly with the row kernel
+        _count(stats, i)
         more, exhausted = _row_finish(X, w, rnd, avail, min(cap - chol.r, n_pick - i), zero)
         p = more.numel()
         out[i: i + p] = more
@@ -195,14 +227,20 @@ def gram_greedy(X: Tensor, G: Tensor, k: int, weights: Tensor | None = None, *, 
     return out
 
 
+def _count(stats: dict | None, picks_before: int):
+    if stats is not None:
+        stats["row_finishes"] = stats.get("row_finishes", 0) + 1
+        stats.setdefault("cholesky_picks", picks_before)
+
+
 def gram_question_select(X: Tensor, G: Tensor, k: int, relevance: Tensor | None = None, *,
                          mode: str = "resprune", alpha: float = 0.3, beta: float = 1.0, spare_frac: float = 0.25,
-                         tol: float = GRAM_TOL) -> Tensor:
+                         index: Tensor | None = None, tol: float = GRAM_TOL, stats: dict | None = None) -> Tensor:
     """`relevance.question_select(X, k, relevance, ...)` from G = X X^T (m, m): same contract and, on
     well-conditioned input, the same picks. SPARE's second phase continues the first phase's Cholesky factor
     with the anti-relevance weights (when the first phase ended inside one round on Cholesky energies; else it
-    runs on exact residual rows as question_select does)."""
-    from .relevance import MODES, _check_relevance, spare_second
+    runs on exact residual rows as question_select does). index, stats: as in gram_greedy."""
+    from .relevance import MODES, check_relevance, spare_second
 
     X = check_matrix(X, "tokens")
     m, d = X.shape
@@ -210,18 +248,18 @@ def gram_question_select(X: Tensor, G: Tensor, k: int, relevance: Tensor | None 
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if not (math.isfinite(alpha) and alpha >= 0 and math.isfinite(beta) and beta >= 0 and 0 <= spare_frac <= 1):
         raise ValueError("need alpha >= 0, beta >= 0 and 0 <= spare_frac <= 1")
-    G = check_gram(G, m)
+    G, index = check_gram(G, m, index)
     k = min(check_k(k), m)
     if relevance is None or mode == "none":
-        return gram_greedy(X, G, k, tol=tol)
-    r = _check_relevance(relevance, m, X.device)
+        return gram_greedy(X, G, k, index=index, tol=tol, stats=stats)
+    r = check_relevance(relevance, m, X.device)
     if mode == "relevance":
         return torch.sort(-r, stable=True).indices[:k]
     w = r.pow(alpha)
     k_anti = round(spare_frac * k) if mode == "spare" else 0
     k1 = k - k_anti
     st: dict = {}
-    first = gram_greedy(X, G, k1, w, tol=tol, state=st, extra=min(k_anti, d))
+    first = gram_greedy(X, G, k1, w, index=index, tol=tol, state=st, extra=min(k_anti, d), stats=stats)
     if k_anti == 0:
         return first
     chol = st["chol"]
@@ -233,16 +271,16 @@ def gram_question_select(X: Tensor, G: Tensor, k: int, relevance: Tensor | None 
     w2 = torch.where(in_first, 0.0, (1.0 - r).clamp_min(1e-3).pow(beta))  # (m,)
     wd2 = w2.to(G.dtype)
     rest_e = _energies64(X) * w2.double()
-    zero2, gtop = torch.stack([ZERO_TOL * rest_e.max(), (wd2 * torch.diagonal(G)).max().double()]).tolist()
+    zero2, gtop = torch.stack([ZERO_TOL * rest_e.max(), (wd2 * chol.diag).max().double()]).tolist()
     thr = tol * gtop
     cap = min(k_anti, d - k1)
-    chol.avail = ~in_first
+    chol.reweight(wd2, ~in_first)
     picks = torch.empty(cap, dtype=torch.long, device=X.device)
     score = G.new_empty(cap)
     i, P = 0, _BLOCK_MIN
     while i < cap:
         steps = min(P, cap - i)
-        chol.steps(wd2, steps, picks[i: i + steps], score[i: i + steps])
+        chol.steps(steps, picks[i: i + steps], score[i: i + steps])
         sc = score[i: i + steps]
         bad = ~(sc > max(thr, zero2))
         first_bad = int(torch.cat([bad, bad.new_ones(1)]).to(torch.uint8).argmax())  # one sync per block
@@ -252,6 +290,7 @@ def gram_question_select(X: Tensor, G: Tensor, k: int, relevance: Tensor | None 
         P = min(2 * P, _BLOCK_MAX)
     second = picks[:i]
     if i < cap:  # unreliable (or zero) energies: finish exactly on the residual rows, cut at zero2
+        _count(stats, k1 + i)
         avail = ~in_first
         avail[second] = False
         more, _ = _row_finish(X, w2, torch.cat([first, second]), avail, cap - i, zero2)
@@ -260,7 +299,8 @@ def gram_question_select(X: Tensor, G: Tensor, k: int, relevance: Tensor | None 
         left = ~in_first
         left[second] = False
         rows = left.nonzero().reshape(-1)
-        Gl = G.index_select(0, rows).index_select(1, rows)
-        more = rows[gram_greedy(X.index_select(0, rows), Gl, k_anti - second.numel(), w2[rows], tol=tol)]
+        sub = rows if index is None else index.index_select(0, rows)  # their rows of G
+        more = rows[gram_greedy(X.index_select(0, rows), G, k_anti - second.numel(), w2[rows], index=sub, tol=tol,
+                                stats=stats)]
         second = torch.cat([second, more])
     return torch.cat([first, second])

@@ -34,7 +34,8 @@ def text_relevance(tokens: Tensor, text_embeds: Tensor, eps: float = 1e-2) -> Te
     return (nx @ nt.T).max(dim=1).values.clamp(eps, 1.0)  # (n,)
 
 
-def _check_relevance(relevance, n: int, device) -> Tensor:
+def check_relevance(relevance, n: int, device) -> Tensor:
+    """(n,) relevance in [0, 1] (1e-6 slack), float32 on device; ValueError otherwise."""
     r = check_weights(relevance, n, device)
     if (r > 1 + 1e-6).any():
         raise ValueError("relevance must lie in [0, 1]")
@@ -61,7 +62,7 @@ def question_select(tokens: Tensor, k: int, relevance: Tensor | None = None, *, 
     k = min(check_k(k), n)
     if relevance is None or mode == "none":
         return select_subspace(X, k)
-    r = _check_relevance(relevance, n, X.device)
+    r = check_relevance(relevance, n, X.device)
     if mode == "relevance":
         return torch.sort(-r, stable=True).indices[:k]
     w = r.pow(alpha)
