@@ -214,6 +214,7 @@ def test_gram_update_writes_rows_and_columns():
     lambda: gram_greedy(torch.randn(5, 3), torch.ones(5, 5, dtype=torch.long), 2),
     lambda: gram_greedy(torch.tensor([[1.0, float("nan")]]), torch.ones(1, 1), 1),
     lambda: gram_greedy(torch.randn(5, 3), torch.eye(5), -1),
+    lambda: gram_greedy(torch.randn(5, 3), torch.eye(5), 2, tol=-1.0),
     lambda: gram_greedy(torch.randn(5, 3), torch.eye(5), 2, -torch.ones(5)),
     lambda: gram_greedy(torch.randn(5, 3), torch.eye(5), 2, torch.ones(4)),
     lambda: gram_question_select(torch.randn(5, 3), torch.eye(5), 2, torch.rand(5), mode="nope"),
@@ -377,4 +378,5 @@ def test_gram_bench_rows_on_tiny_shapes(tmp_path):
     assert "row kernel ms" in gram_bench.report([q, p])
     units = select_suite.plan(SuiteOptions(out=tmp_path, quick=True, extra={"parts": ["gram"]}))
     assert units and {u.params["part"] for u in units} == {"gram"}
+    assert len({u.name for u in units}) == len(units)  # unit names are unique (resumable runs key on them)
     assert "gram" not in {u.params["part"] for u in select_suite.plan(SuiteOptions(out=tmp_path, quick=True))}

@@ -4,7 +4,7 @@ costs the push: the select suite's `gram` part.
     python -m streamprune.bench.gram_bench [--quick] [--parts question,push] [--json F]
 
 question_units / question_row: a memory of m = 4k tokens of dimension d; `final(k, relevance)`'s selection
-(resprune, alpha 0.3) by the row kernel (relevance.question_select on the m x d tokens) and by the Gram path
+(resprune, alpha 0.3; also spare, and "none" = the question-agnostic greedy) by the row kernel (relevance.question_select on the m x d tokens) and by the Gram path
 (gram.gram_question_select on a slot-indexed (K + 256)^2 Gram read through the memory's slots, no gather),
 interleaved, CPU time (time.thread_time, one torch thread), minimum over the repetitions; same picks or the
 first differing pick; whether the exact row finish ran. Data: "gauss" (Gaussian tokens, row scales
@@ -40,6 +40,8 @@ def question_units(quick: bool) -> list[dict]:
             if quick and k == 1024 and d == 3584:
                 continue
             units.append({"data": "gauss", "d": d, "k": k, "m": 4 * k, "reps": 2 if k == 1024 else 3})
+    units.append({"data": "gauss", "d": 3584, "k": 1024, "m": 4096, "reps": 2, "mode": "spare"})
+    units.append({"data": "gauss", "d": 3584, "k": 1024, "m": 4096, "reps": 2, "mode": "none"})
     units.append({"data": "decay", "d": 1536, "k": 256, "m": 1024, "reps": 3})
     units.append({"data": "gauss", "d": 1536, "k": 128, "m": 512, "reps": 3})  # 3 MiB of tokens: below GRAM_MIN_BYTES
     return units
@@ -84,14 +86,16 @@ def question_row(p: dict) -> dict:
     t0 = clock()
     Gs = Xs @ Xs.T  # (cap, cap): what the selector holds
     build = clock() - t0
+    mode = p.get("mode", "resprune")
+
     def row():
-        return question_select(X, k, r, mode="resprune", alpha=0.3)
+        return question_select(X, k, r, mode=mode, alpha=0.3)
 
     stats: dict = {}
 
     def gram():  # as StreamingSelector.final: the slot-indexed Gram read through the memory's slots
         stats.clear()
-        return gram_question_select(X, Gs, k, r, mode="resprune", alpha=0.3, index=slots, stats=stats)
+        return gram_question_select(X, Gs, k, r, mode=mode, alpha=0.3, index=slots, stats=stats)
 
     best = {"row": math.inf, "gram": math.inf}
     out = {}
@@ -109,7 +113,7 @@ def question_row(p: dict) -> dict:
         R = A[torch.stack([out["row"][i], out["gram"][i]])]
         e = (R - (R @ Q) @ Q.T).pow(2).sum(dim=1)
         same = f"from pick {i} (float64 gap {float((e[0] - e[1]).abs() / e.max()):.0e})"
-    return {"device": str(dev), "data": p["data"], "m": m, "d": d, "k": k, "reps": reps, "row_ms": 1e3 * best["row"],
+    return {"device": str(dev), "data": p["data"], "mode": mode, "m": m, "d": d, "k": k, "reps": reps, "row_ms": 1e3 * best["row"],
             "gram_ms": 1e3 * best["gram"], "speedup": best["row"] / max(best["gram"], 1e-9),
             "same_picks": same,
             "row_finish_calls": stats.get("row_finishes", 0), "cholesky_picks": stats.get("cholesky_picks", k), "gram_build_ms": 1e3 * build,
@@ -209,10 +213,10 @@ def report(rows: list[dict]) -> str:
     q = [r for r in rows if "row_ms" in r]
     if q:
         out += ["### question stage: final(k, relevance) selection, m = 4k, row kernel vs Gram (same run, interleaved)",
-                "", _table(["data", "m", "d", "k", "row kernel ms", "Gram ms", "speedup",
+                "", _table(["data", "mode", "m", "d", "k", "row kernel ms", "Gram ms", "speedup",
                             "same picks", "row finishes", "Cholesky picks", "Gram MB (K+256)^2", "Gram rebuild ms",
                             "speedup incl. a full rebuild"],
-                           [[r["data"], r["m"], r["d"], r["k"], r["row_ms"], r["gram_ms"], r["speedup"],
+                           [[r["data"], r.get("mode", "resprune"), r["m"], r["d"], r["k"], r["row_ms"], r["gram_ms"], r["speedup"],
                              r["same_picks"], r["row_finish_calls"], r["cholesky_picks"], r["gram_mb"], r["gram_build_ms"],
                              r["row_ms"] / (r["gram_ms"] + r["gram_build_ms"])] for r in q])]
     p = [r for r in rows if "off_ms" in r]

@@ -83,7 +83,7 @@ def plan(opts: SuiteOptions) -> list[Unit]:
     if "gram" in parts:
         from . import gram_bench
 
-        units += [Unit(_name("gram", p, ("kind", "data", "stream", "d", "k", "K")),
+        units += [Unit(_name("gram", p, ("kind", "data", "mode", "stream", "d", "k", "K")),
                        {"part": "gram", **p, "device": opts.device or "cpu"}) for p in gram_bench.units(quick)]
     if "needles" in parts:
         from ..select import METHODS

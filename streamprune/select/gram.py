@@ -146,13 +146,17 @@ def _row_finish(X: Tensor, w: Tensor, basis_rows: Tensor, avail: Tensor, k: int,
 def gram_greedy(X: Tensor, G: Tensor, k: int, weights: Tensor | None = None, *, index: Tensor | None = None,
                 tol: float = GRAM_TOL, state: dict | None = None, extra: int = 0, stats: dict | None = None) -> Tensor:
     """Same contract (and, on well-conditioned input, the same picks) as `select_subspace(X, k, weights)`,
-    computed from G = X X^T (m, m) (or, with index (m,) int64, from a larger G whose rows / columns index[i]
-    belong to X's row i: a slot-indexed Gram, read without a gather): pivoted Cholesky while its energies are reliable (w_j e_j > tol x max w_i
-    G_ii), then the row kernel on the exact residual rows. X (m, d) is read only for the fallback and the
-    weights' energies. state: if a dict is given, it receives the factor of the last round ("chol"), its
-    picks ("round") and whether the last round was finished by rows or exhausted ("exact"): SPARE's second
-    phase continues from it (extra: factor rows reserved for that). stats: if a dict is given, "row_finishes"
-    (exact row-kernel finishes run) and "cholesky_picks" (picks before the first one) are added to it. Raises ValueError on bad X, G, weights or k."""
+    computed from G = X X^T (m, m), or with index (m,) int64 from a larger G whose row / column index[i] is
+    X's row i (a slot-indexed Gram, read without a gather): pivoted Cholesky while its energies are reliable
+    (w_j e_j > tol x max_i w_i G_ii), then the row kernel on the exact residual rows. X (m, d) is read for
+    the rows' energies and the fallback only.
+    state: if a dict is given, it receives the factor of the last round ("chol"), its picks ("round") and
+    whether the last round was finished by rows or exhausted ("exact"): SPARE's second phase continues from it
+    (extra: factor rows reserved for that). stats: if a dict is given, "row_finishes" (exact row-kernel
+    finishes run) and "cholesky_picks" (picks before the first one) are added to it.
+    Raises ValueError on bad X, G, index, weights, k or tol."""
+    if not (math.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be a finite number >= 0, got {tol}")
     X = check_matrix(X)
     m, d = X.shape
     G, index = check_gram(G, m, index)
