@@ -17,7 +17,9 @@ a round holds at most d picks and ends when the exact largest residual energy is
 round starts afresh on the unpicked rows; zero-energy rows come last in index order.
 
 Device-side: argmax, gathers and masks stay on the tensor's device; the host reads one flag vector per block of
-picks (16 .. 256 picks). No device-specific code.
+picks (16 .. 256 picks). No device-specific code. The Gram's products must be full float32 (torch's default):
+with TF32 matmuls enabled on CUDA (torch.backends.cuda.matmul.allow_tf32) its entries hold only ~1e-3 and
+GRAM_TOL no longer bounds the error (the row kernel's own products are then TF32 as well).
 """
 
 from __future__ import annotations
