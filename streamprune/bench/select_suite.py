@@ -10,9 +10,11 @@ Units (bench.protocol; resumable, shardable through the shared loop):
              K in {1024, 4096}, d in {1536, 3584}, each engine in its own process (push_bench.rss_row);
 - quality/*  the features suite's streams: subspace (v2) vs subspace-v1 vs random vs offline greedy at every
              K (bench.features.measure: recon/SVD, local error, needle recall, longest gap, kept);
-- needles/*  a synthetic stream with 1-2 s needles at a 1% budget, every method.
+- needles/*  a synthetic stream with 1-2 s needles at a 1% budget, every method;
+- gram/*     the question stage from the memory's Gram vs the row kernel (m = 4k, k in {256, 1024}, d in
+             {1536, 3584}) and the push cost / memory of keeping the Gram (bench.gram_bench).
 
-Options (`--opt name=value`): parts (comma list of kernel,push,rss,quality,needles; default all), budgets
+Options (`--opt name=value`): parts (comma list of kernel,push,rss,quality,needles,gram; default all but gram), budgets
 and streams for the quality part. CPU time with one torch thread; other work may share the cores.
 """
 
@@ -28,9 +30,11 @@ from .protocol import Option, SuiteOptions, ints, strs
 from .runner import Unit
 
 TITLE = "select: kernel, push and memory of the selection engine, before -> after; quality on real features"
-PARTS = ("kernel", "push", "rss", "quality", "needles")
+PARTS = ("kernel", "push", "rss", "quality", "needles", "gram")
+DEFAULT_PARTS = PARTS[:-1]  # gram: on request (parts=gram), it adds minutes
 QUALITY_METHODS = ("subspace", "subspace-v1", "random", "offline")
-OPTIONS = (Option("parts", strs, None, f"comma-separated parts to run (default: {','.join(PARTS)})"),
+OPTIONS = (Option("parts", strs, None, f"comma-separated parts to run, of {','.join(PARTS)} "
+                  f"(default: {','.join(PARTS[:-1])})"),
            Option("budgets", ints, None, "quality part: budgets (default: the features suite's)"),
            Option("streams", strs, None, "quality part: stream names (default: the features suite's)"),
            Option("rss_tokens", int, None, "rss part: tokens per stream (default 1M; 200k with --quick)"))
@@ -42,7 +46,7 @@ def _log(msg: str):
 
 
 def _parts(opts: SuiteOptions) -> list[str]:
-    parts = opts.extra.get("parts") or list(PARTS)
+    parts = opts.extra.get("parts") or list(DEFAULT_PARTS)
     bad = [p for p in parts if p not in PARTS]
     if bad:
         raise ValueError(f"unknown part {bad[0]!r}; known: {', '.join(PARTS)}")
@@ -76,6 +80,11 @@ def plan(opts: SuiteOptions) -> list[Unit]:
                                                opts.extra.get("streams"))
         for u in F.plan_units(streams, methods, budgets):
             units.append(Unit("select-" + u.name, {"part": "quality", **u.params}))
+    if "gram" in parts:
+        from . import gram_bench
+
+        units += [Unit(_name("gram", p, ("kind", "data", "mode", "stream", "d", "k", "K")),
+                       {"part": "gram", **p, "device": opts.device or "cpu"}) for p in gram_bench.units(quick)]
     if "needles" in parts:
         from ..select import METHODS
 
@@ -109,6 +118,10 @@ def run_unit(unit: Unit, opts: SuiteOptions) -> list[dict]:
         row = F.measure(st, p["method"], p["budget"])
     elif part == "needles":
         row = needles_row(p["method"], p["quick"], opts.device or "cpu")
+    elif part == "gram":
+        from .gram_bench import run
+
+        row = run(p)
     else:
         raise ValueError(f"unknown part {part!r}")
     row = {"part": part, **row, "unit_s": time.perf_counter() - t0}
@@ -207,6 +220,11 @@ def report(rows: list[dict], opts: SuiteOptions) -> str:
                 _table(["method", "event recall", "token recall", "longest gap s", "kept", "CPU s"],
                        [[r["method"], r["event_recall"], r["token_recall"], r["longest_gap_s"], r["kept"],
                          r["cpu_s"]] for r in nd])]
+    gr = by.get("gram", [])
+    if gr:
+        from .gram_bench import report as gram_report
+
+        out += ["", gram_report(gr)]
     return "\n".join(out)
 
 

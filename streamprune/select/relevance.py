@@ -34,7 +34,8 @@ def text_relevance(tokens: Tensor, text_embeds: Tensor, eps: float = 1e-2) -> Te
     return (nx @ nt.T).max(dim=1).values.clamp(eps, 1.0)  # (n,)
 
 
-def _check_relevance(relevance, n: int, device) -> Tensor:
+def check_relevance(relevance, n: int, device) -> Tensor:
+    """(n,) relevance in [0, 1] (1e-6 slack), float32 on device; ValueError otherwise."""
     r = check_weights(relevance, n, device)
     if (r > 1 + 1e-6).any():
         raise ValueError("relevance must lie in [0, 1]")
@@ -61,7 +62,7 @@ def question_select(tokens: Tensor, k: int, relevance: Tensor | None = None, *, 
     k = min(check_k(k), n)
     if relevance is None or mode == "none":
         return select_subspace(X, k)
-    r = _check_relevance(relevance, n, X.device)
+    r = check_relevance(relevance, n, X.device)
     if mode == "relevance":
         return torch.sort(-r, stable=True).indices[:k]
     w = r.pow(alpha)
@@ -69,6 +70,14 @@ def question_select(tokens: Tensor, k: int, relevance: Tensor | None = None, *, 
     first = select_subspace(X, k - k_anti, w)
     if k_anti == 0:
         return first
+    return torch.cat([first, spare_second(X, r, first, k_anti, beta)])
+
+
+def spare_second(X: Tensor, r: Tensor, first: Tensor, k_anti: int, beta: float) -> Tensor:
+    """SPARE's second phase: k_anti picks among the rows of X (n, d) not in `first`, greedy against span(X[first])
+    with anti-relevance weights max(1 - r, 1e-3)^beta until the residual energy is zero, then a fresh greedy
+    round on the rest. Returns (k_anti,) row ids (fewer only when fewer rows are left)."""
+    n = X.shape[0]
     rest = torch.ones(n, dtype=torch.bool, device=X.device)
     rest[first] = False
     rest = rest.nonzero().reshape(-1)
@@ -86,4 +95,4 @@ def question_select(tokens: Tensor, k: int, relevance: Tensor | None = None, *, 
         left[picks] = False
         more = rest[left][select_subspace(X[rest[left]], k_anti - second.numel(), w2[left])]
         second = torch.cat([second, more])
-    return torch.cat([first, second])
+    return second

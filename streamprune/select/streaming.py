@@ -52,6 +52,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .gram import gram_greedy, gram_question_select, gram_update
 from .greedy import ZERO_TOL, check_budget, check_k, check_matrix, check_weights, refine_swaps, select_subspace
 from .recycle import density_peak_merge
 
@@ -60,6 +61,8 @@ EVICT_ROUNDS = 8  # the last round evicts the cheapest remaining tokens without 
 DUPLICATE_COS = 0.99  # coverage picks this close (|cos|) to a kept token do not evict a basis token
 FILL_PER_BIN = 8  # fill="local": fill bins are as wide as gives about this many fill tokens per bin
 CSSP_FLOPS = 2 ** 28  # fill="local": above picks x pool^2 this, a pool's fill order comes from select_subspace
+GRAM_MIN_BYTES = 12 * 2**20  # question_gram="auto": float32 memory tokens (K x d) at least this big
+GRAM_MIN_SPEEDUP = 2.0  # ... and the Cholesky must save this factor over the row kernel at k = K / 4 (8 d / K)
 
 
 def representative(Xn: Tensor, w: Tensor, k: int, pre: Tensor | None = None,
@@ -100,6 +103,22 @@ def representative(Xn: Tensor, w: Tensor, k: int, pre: Tensor | None = None,
     if not picks:
         return torch.zeros(0, dtype=torch.long, device=C.device), torch.zeros(0, dtype=torch.float64, device=C.device)
     return torch.stack(picks), torch.stack(gains)
+
+
+def gram_auto(budget: int, d: int, *, recycle: bool = False, block: int = 256) -> bool:
+    """question_gram="auto": keep the Gram of the memory where it pays at the question stage even when the
+    question must rebuild it (gram_refresh="question" after a long stretch of pushes) and it costs at most as
+    much memory as the rest of the selector. At k = K / 4 picks the row kernel reads m d k floats and the
+    Cholesky m k^2 / 2 (~8 d / K times fewer); a rebuild is one K x (K + block) x d matmul, which beats the
+    row kernel's passes only once the memory no longer stays in the CPU's cache (bench/RESULTS-gram.md: a
+    full rebuild + Cholesky 1.7-2.0x faster at K x d = 1024 x 3584, 4096 x 1536, 4096 x 3584; 0.67x at 1024 x
+    1536, 6 MiB). On when 4 K d >= GRAM_MIN_BYTES, 8 d / K >= GRAM_MIN_SPEEDUP and (K + min(block, K))^2
+    float32 <= memory_bytes without it; off with recycling (merges change memory tokens outside `_store`)."""
+    K = check_budget(budget)
+    if recycle or 4 * K * int(d) < GRAM_MIN_BYTES or 8 * int(d) < GRAM_MIN_SPEEDUP * K:
+        return False
+    slots = K + min(max(1, int(block)), K)
+    return 4 * slots * slots <= memory_bytes(K, d, recycle=recycle, block=block, question_gram=False)
 
 
 @dataclass
@@ -290,6 +309,15 @@ class StreamingSelector(Snapshots):
       direction, favours reconstruction of everything seen).
     question_mode, alpha: what final(k, relevance) uses (see relevance.question_select).
     final_refine: final(k) without relevance refines its greedy pick with swaps (greedy.refine_swaps).
+    question_gram: True | False | "auto" (default): keep G = X X^T of the memory tokens (float32, slot-indexed,
+      (cap, cap)) so that `final(k)` (with or without relevance) runs the greedy as a pivoted Cholesky of the
+      weighted G (select.gram: same picks, exact row-kernel finish when the Gram's energies get unreliable).
+      "auto" = `gram_auto(budget, d)` (resolved at the first push). Not with recycle (ValueError for True).
+    gram_refresh: "question" (default): the first `final` after pushes computes the Gram rows of the tokens
+      stored since the last refresh that are still kept, one (changed x cap x d) matmul: pushes pay nothing,
+      a question after a long stretch of pushes pays up to a rebuild (K x cap x d, BLAS-3); "push": every
+      push does that for the tokens it kept (a question then pays only the Cholesky; for live use where time
+      to first token matters more than push time). Total work of "question" <= that of "push".
     Zero rows and zero-weight rows are skipped (never enter the basis or memory; they still get ids).
     Empty blocks are a no-op. Bad input raises ValueError and leaves the state untouched.
     Device: the first pushed tensor's (or `device`); nothing device-specific.
@@ -299,7 +327,7 @@ class StreamingSelector(Snapshots):
                  segment_rank: int | None = None, recycle: str | None = None, recycle_frac: float = 0.3,
                  refresh_every: int = 256, eviction: str = "leverage", question_mode: str = "resprune",
                  alpha: float = 0.3, final_refine: bool = False, coverage: float = 0.5, fill: str = "local",
-                 basis_share: float = 0.75, device=None):
+                 basis_share: float = 0.75, question_gram="auto", gram_refresh: str = "question", device=None):
         if not (math.isfinite(novelty) and novelty >= 0):
             raise ValueError(f"novelty must be a finite number >= 0, got {novelty}")
         if segment_novelty is not None and not (math.isfinite(segment_novelty) and segment_novelty > 0):
@@ -316,6 +344,13 @@ class StreamingSelector(Snapshots):
             raise ValueError(f"fill must be 'local' or 'spread', got {fill!r}")
         if not (math.isfinite(basis_share) and 0 < basis_share <= 1):
             raise ValueError(f"basis_share must be in (0, 1], got {basis_share}")
+        if question_gram not in (True, False, "auto"):
+            raise ValueError(f"question_gram must be True, False or 'auto', got {question_gram!r}")
+        if question_gram is True and recycle is not None:
+            raise ValueError("question_gram=True does not work with recycle (merges change the memory tokens)")
+        if gram_refresh not in ("push", "question"):
+            raise ValueError(f"gram_refresh must be 'push' or 'question', got {gram_refresh!r}")
+        self.question_gram, self.gram_refresh = question_gram, gram_refresh
         self.budget = check_budget(budget)
         self.novelty = float(novelty)
         self.segment_novelty = None if segment_novelty is None else float(segment_novelty)
@@ -361,6 +396,10 @@ class StreamingSelector(Snapshots):
         self._seg = torch.zeros(0, dtype=torch.long, **z)  # segment id of a basis token, -1 = fill / free
         self._pos = torch.zeros(0, dtype=torch.long, **z)  # row of a basis token in its segment
         self._payload = None
+        on = self.question_gram if self.question_gram != "auto" else gram_auto(self.budget, d,
+                                                                                 recycle=bool(self.recycle))
+        self._gram = torch.zeros(0, 0, **z) if on else None  # (cap, cap) float32 X X^T over the slots
+        self._gram_dirty = torch.zeros(0, dtype=torch.bool, **z) if on else None  # (cap,) stored since refresh
         if payload is not None:
             self._payload_shape = tuple(payload.shape[1:])
             self._payload = torch.zeros(0, *self._payload_shape, dtype=payload.dtype, **z)
@@ -386,6 +425,11 @@ class StreamingSelector(Snapshots):
                 grown["_out"] = pad(self._out, 0)
             if self._payload is not None:
                 grown["_payload"] = pad(self._payload, 0)
+            if self._gram is not None:
+                gram = self._gram.new_zeros(new, new)  # stale rows / columns of free slots are never read
+                gram[: self._cap, : self._cap] = self._gram
+                grown["_gram"] = gram
+                grown["_gram_dirty"] = pad(self._gram_dirty, False)
         except RuntimeError as e:  # torch.OutOfMemoryError is one too
             raise ValueError(f"out of memory growing the token memory to {new} slots of dimension {self.d} on "
                              f"{self.device} ({str(e).strip().splitlines()[0][:120] if str(e).strip() else 'refused'}); "
@@ -411,6 +455,8 @@ class StreamingSelector(Snapshots):
             self._out[slots] = X[js]
         if self._payload is not None:
             self._payload[slots] = payload[js.to(payload.device)].to(self._payload.device, self._payload.dtype)
+        if self._gram is not None:
+            self._gram_dirty[slots] = True  # their rows / columns of X X^T: at the next _gram_refresh
         self._count += p
         return slots
 
@@ -623,6 +669,15 @@ class StreamingSelector(Snapshots):
                                       ZERO_TOL * emax)
             self._fill(X, A, energy, rest, t, ids, sw, payload)
         self._evict()
+        if self._gram is not None and self.gram_refresh == "push":
+            self._gram_refresh()
+
+    def _gram_refresh(self):
+        """Rows and columns of X X^T for the slots stored since the last refresh that are still alive (tokens
+        stored and evicted in between cost nothing): one (p, d) x (d, cap) matmul, one host sync."""
+        rows = (self._gram_dirty & self._alive).nonzero().reshape(-1)
+        gram_update(self._gram, self._raw, rows)
+        self._gram_dirty.zero_()
 
     def _gate(self, block_thresh: float) -> float:
         """The energy a token needs to enter a basis: block novelty, and once the memory is full the smallest
@@ -975,8 +1030,27 @@ class StreamingSelector(Snapshots):
     def final(self, k: int, relevance=None) -> Tensor:
         """Indices (ascending) into memory of min(k, len(memory)) tokens for the LLM (question-aware with
         relevance). Runs on the memory snapshot (one copy per state, shared with `memory`); nothing is rerun
-        when k >= len(memory), nor for a question-agnostic k already answered since the last push."""
-        return self._final(k, relevance, mode=self.question_mode, alpha=self.alpha, refine=self.final_refine)
+        when k >= len(memory), nor for a question-agnostic k already answered since the last push. With the
+        Gram on (question_gram), the greedy runs from it (select.gram) instead of from the rows."""
+        kw = dict(mode=self.question_mode, alpha=self.alpha, refine=self.final_refine)
+        if self._cap and getattr(self, "_gram", None) is not None:
+            kw["gram"] = self.gram_view
+        return self._final(k, relevance, **kw)
+
+    def gram_view(self) -> tuple[Tensor, Tensor]:
+        """(the slot-indexed Gram (cap, cap), the slot of each memory token (m,)), refreshed first: G[index][:,
+        index] is the memory's Gram, read without an (m, m) copy (what `final` uses). Read-only."""
+        if getattr(self, "_gram", None) is None:
+            raise ValueError("this selector keeps no Gram (question_gram is off)")
+        self._gram_refresh()  # no-op after a push with gram_refresh="push"
+        alive = self._alive.nonzero().reshape(-1)
+        return self._gram, alive[torch.argsort(self._ids[alive])]  # the snapshot's order (`_gather`)
+
+    def memory_gram(self) -> Tensor:
+        """(len(memory), len(memory)) float32 Gram X X^T of the memory tokens, in memory order (a gather of the
+        maintained Gram; ValueError when question_gram is off). `final` reads the Gram without this copy."""
+        G, order = self.gram_view()
+        return G.index_select(0, order).index_select(1, order)  # (m, m)
 
     # ---- diagnostics ---------------------------------------------------------------------------------
     def orthonormality_error(self) -> float:
@@ -1001,17 +1075,20 @@ class StreamingSelector(Snapshots):
         """Bytes of every tensor the selector holds (slot buffers and the segment arena)."""
         ts = [self._raw, self._sw, self._mass, self._use, self._times, self._ids, self._alive, self._score,
               self._seg, self._pos] if self._cap else []
-        ts += [t for t in (getattr(self, "_out", None), getattr(self, "_payload", None)) if t is not None]
+        ts += [t for t in (getattr(self, "_out", None), getattr(self, "_payload", None),
+                           getattr(self, "_gram", None), getattr(self, "_gram_dirty", None)) if t is not None]
         ts += list(self._arena.tensors()) if getattr(self, "_arena", None) is not None else []
         return sum(t.numel() * t.element_size() for t in ts)
 
 
-def memory_bytes(budget: int, d: int, *, payload_width: int = 0, recycle: bool = False, block: int = 256) -> int:
+def memory_bytes(budget: int, d: int, *, payload_width: int = 0, recycle: bool = False, block: int = 256,
+                 question_gram="auto") -> int:
     """Bytes a StreamingSelector of `budget` tokens of dimension `d` (default segment rank cap) holds for
     blocks of at most `block` tokens: allocated at the first push and flat from then on. Per slot (budget +
     min(block, budget) of them) the float32 token (twice with recycling), the payload row and the
     bookkeeping; the arena (`arena_rows` rows): S and Q float32, idx int64, and the float64 Gram inverses in
-    min(rank cap, rows) x rows entries. The baselines hold less."""
+    min(rank cap, rows) x rows entries; with the Gram (question_gram True, or "auto" where `gram_auto` turns it
+    on) a float32 (slots, slots) matrix. The baselines hold less."""
     k, d, pw = check_budget(budget), int(d), max(0, int(payload_width))
     b = max(1, int(block))
     slots = k + min(b, k)
@@ -1019,15 +1096,18 @@ def memory_bytes(budget: int, d: int, *, payload_width: int = 0, recycle: bool =
     rows = arena_rows(k, b)
     rank_cap = d if k <= d // 2 else max(1, d // 2)
     arena = rows * (2 * 4 * d + 8) + 8 * min(rank_cap, rows) * rows
-    return slots * per_slot + arena
+    on = gram_auto(k, d, recycle=recycle) if question_gram == "auto" else bool(question_gram)  # as the selector
+    return slots * per_slot + arena + ((4 * slots + 1) * slots if on else 0)
 
 
 def final_select(memory: Memory, k, relevance=None, *, mode: str = "resprune", alpha: float = 0.3,
-                 refine: bool = False) -> Tensor:
+                 refine: bool = False, gram=None) -> Tensor:
     """Shared `final`: all of memory when k >= len(memory); else greedy subspace selection of the memory
     tokens (question_select with the given relevance (len(memory),) when one is given). refine: improve the
     question-agnostic greedy pick with greedy.refine_swaps (lower reconstruction error of the memory; not
-    applied when relevance is given). Ascending indices."""
+    applied when relevance is given). gram: None, or a callable returning the (m, m) Gram of memory.tokens or
+    (G, index) with G[index][:, index] that Gram (called only when a selection runs): the greedy then runs from
+    it (select.gram). Ascending indices."""
     k = check_k(k)
     m = len(memory)
     if relevance is not None:
@@ -1037,7 +1117,16 @@ def final_select(memory: Memory, k, relevance=None, *, mode: str = "resprune", a
     dev = memory.tokens.device
     if k >= m:
         return torch.arange(m, device=dev)
-    if relevance is None:
+    if gram is not None:
+        G = gram()
+        G, index = G if isinstance(G, tuple) else (G, None)
+        if relevance is None:
+            idx = gram_greedy(memory.tokens, G, k, index=index)
+        else:
+            idx = gram_question_select(memory.tokens, G, k, relevance.to(dev), mode=mode, alpha=alpha, index=index)
+        if refine and relevance is None:
+            idx = refine_swaps(memory.tokens, idx)
+    elif relevance is None:
         idx = select_subspace(memory.tokens, k)
         if refine:
             idx = refine_swaps(memory.tokens, idx)
