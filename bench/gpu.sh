@@ -13,7 +13,8 @@
 #   OUT=out/gpu (what comes back: gpu.json, gpu.md, gpu.log; on the device machine $OUT is set for you)
 #   WORK=$TMPDIR/streamprune-gpu (each suite's results folder; not sent back)
 #   WHEELS=.whl (if it holds *.whl: pip-installed with --no-deps into $WORK/site, put first on PYTHONPATH)
-#   PYTHON=python3   SUITES="select ask-2b ask-7b decoder" (DEVICE=cpu: "select ask decoder", tiny models)
+#   PYTHON=python3   SUITES="select ask-2b ask-7b decoder" (DEVICE=cpu: "select ask decoder", tiny models;
+#   add "gram" for the question stage from the memory's Gram vs the row kernel on the device, ~60 s more)
 #   SELECT_S=110 ASK2_S=120 ASK7_S=150 DECODER_S=70 (per-suite slices, s)
 #   SELECT_ARGS / ASK_ARGS / DECODER_ARGS (extra `streamprune bench` flags for that suite)
 #
@@ -111,6 +112,7 @@ suite_cmd() {
         ask) SUITE=ask SLICE=${ASK2_S:-120} CMD=(--suite ask "${Q[@]}" "${ASK0[@]}" "${DT[@]}" "${ASK_OPTS[@]}" "${ASK_X[@]}") ;;
         ask-2b) SUITE=ask SLICE=${ASK2_S:-120} CMD=(--suite ask "${Q[@]}" "${ASK2[@]}" "${DT[@]}" "${ASK_OPTS[@]}" "${ASK_X[@]}") ;;
         ask-7b) SUITE=ask SLICE=${ASK7_S:-150} CMD=(--suite ask "${Q[@]}" "${ASK7[@]}" "${DT[@]}" "${ASK_OPTS[@]}" "${ASK_X[@]}") ;;
+        gram) SUITE=select SLICE=${GRAM_S:-60} CMD=(--suite select "${Q[@]}" --opt parts=gram "${SELECT_X[@]}") ;;
         decoder) SUITE=decoder SLICE=${DECODER_S:-70} CMD=(--suite decoder "${Q[@]}" "${DEC[@]}" "${DT[@]}" "${DEC_X[@]}") ;;
         *) return 1 ;;
     esac
@@ -119,7 +121,7 @@ suite_cmd() {
 STATUS=$WORK/status.tsv
 : > "$STATUS"
 for name in $SUITES; do
-    suite_cmd "$name" || { say "error: unknown suite $name (select, ask, ask-2b, ask-7b, decoder)"; exit 2; }
+    suite_cmd "$name" || { say "error: unknown suite $name (select, ask, ask-2b, ask-7b, decoder, gram)"; exit 2; }
     suite=$SUITE slice=$SLICE
     left=$((START + BUDGET_S - $(date +%s) - 30))  # kept: 15 s SIGINT -> SIGKILL grace, the merges
     [ "$slice" -gt "$left" ] && slice=$left

@@ -99,11 +99,12 @@ def arena_layout_ok(sel):
     assert row <= arena.rows and gram <= arena.G.numel()
 
 
-def test_segment_arena_is_flat_once_the_memory_is_full():
+@pytest.mark.parametrize("opts", [{}, dict(question_gram=True), dict(fill="spread")])
+def test_segment_arena_is_flat_once_the_memory_is_full(opts):
     # segments come and go (rank cap 40, new random content), members are evicted from closed segments:
     # the arena packs them in place; the bytes held do not change after the push that filled the memory
     K, d, n = 200, 128, 49
-    sel = StreamingSelector(K, segment_rank=40)
+    sel = StreamingSelector(K, segment_rank=40, **opts)
     g = torch.Generator().manual_seed(100)
     held, sids = [], set()
     for b in range(80):
@@ -117,7 +118,7 @@ def test_segment_arena_is_flat_once_the_memory_is_full():
     check_state(sel)
     assert len(sids) > 5 and sel.n_segments > 1  # several segments were opened and closed
     assert len(held) > 70 and len(set(held)) == 1, set(held)  # flat from memory-full on
-    assert held[0] <= memory_bytes(K, d, block=n)
+    assert held[0] <= memory_bytes(K, d, block=n, question_gram=opts.get("question_gram", "auto"))
 
 
 def test_arena_grows_geometrically_while_the_memory_fills():
