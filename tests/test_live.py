@@ -152,7 +152,10 @@ TINY = ["--budget", "8", "--memory", "24", "--max-new-tokens", "2"]
 # Runs streamprune.cli.main for each argv in turn, in one process (one import of torch/transformers); the
 # last run exits the interpreter through sys.exit(main(argv)), exactly as the console script does.
 DRIVER = r"""
-import json, sys
+import json, signal, sys
+# a harness started in the background (nohup, `cmd &` without job control) hands its children SIGINT ignored,
+# and Python then installs no handler: give the driver the interactive default, which is what is under test
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from streamprune.cli import main
 runs = json.loads(sys.argv[1])
 for i, argv in enumerate(runs):
