@@ -77,16 +77,9 @@ def test_zero_residual_tie_rule_matches():
 
 
 @pytest.mark.parametrize("low,seed", [(1e-3, 0), (1e-4, 1), (1e-6, 2)])
-def test_fallback_runs_and_stays_exact_on_ill_conditioned_input(low, seed, monkeypatch):
+def test_fallback_runs_and_stays_exact_on_ill_conditioned_input(low, seed, count_calls):
     X = _decaying(600, 160, low, seed)
-    calls = {"n": 0}
-    real = gram_mod._row_finish
-
-    def counted(*a, **kw):
-        calls["n"] += 1
-        return real(*a, **kw)
-
-    monkeypatch.setattr(gram_mod, "_row_finish", counted)
+    calls = count_calls(gram_mod, "_row_finish")
     k = 150
     st: dict = {}
     stats: dict = {}
@@ -284,16 +277,9 @@ def test_selector_final_with_the_gram_equals_the_row_path(mode):
                        question_select(a.memory.tokens, 20, r, mode=mode))
 
 
-def test_final_stays_cheap_without_a_selection(monkeypatch):
+def test_final_stays_cheap_without_a_selection(count_calls):
     sel = _stream(StreamingSelector(64, question_gram=True), 12, 16, 32, 2)
-    calls = {"n": 0}
-    real = sel.gram_view
-
-    def counted():
-        calls["n"] += 1
-        return real()
-
-    monkeypatch.setattr(sel, "gram_view", counted)
+    calls = count_calls(sel, "gram_view")
     m = len(sel.memory)
     assert sel.final(m + 5).tolist() == list(range(m))
     assert calls["n"] == 0  # k >= len(memory): no Gram gathered, nothing selected

@@ -35,16 +35,10 @@ def test_memory_is_one_copy_per_state():
 
 
 @pytest.mark.parametrize("method", ["subspace", "random", "dedup"])
-def test_question_agnostic_final_runs_once_per_state_and_k(method, monkeypatch):
+def test_question_agnostic_final_runs_once_per_state_and_k(method, count_calls):
     sel = fed(method)
-    calls = {"n": 0}
     real = streaming.select_subspace
-
-    def counted(*a, **kw):
-        calls["n"] += 1
-        return real(*a, **kw)
-
-    monkeypatch.setattr(streaming, "select_subspace", counted)
+    calls = count_calls(streaming, "select_subspace")
     first = sel.final(10)
     again = sel.final(10)
     assert calls["n"] == 1 and torch.equal(first, again)
@@ -94,20 +88,12 @@ def tiny(tmp_path_factory):
 
 
 @pytest.mark.parametrize("method", ["subspace", "random"])
-def test_a_question_copies_the_memory_once(tiny, tmp_path, monkeypatch, method):
+def test_a_question_copies_the_memory_once(tiny, tmp_path, count_calls, method):
     video = make_video(tmp_path / "clip.mp4", n_frames=12, rate=2)
     pipe = Pipeline(tiny, AskConfig(budget=8, method=method, mode="spare", max_new_tokens=2))
     run_video(pipe, str(video))
     assert pipe.selector.question_mode == "spare"  # --mode reaches every method
-    gathers = {"n": 0}
-    cls = type(pipe.selector)
-    real = cls._gather
-
-    def counted(self):
-        gathers["n"] += 1
-        return real(self)
-
-    monkeypatch.setattr(cls, "_gather", counted)
+    gathers = count_calls(type(pipe.selector), "_gather")
     pipe.ask("what is the red box doing?")
     assert gathers["n"] == 1  # relevance, final and the LLM's subset all read one snapshot
     pipe.ask("where is the box?")
