@@ -29,18 +29,10 @@ import math
 import torch
 from torch import Tensor
 
-from .greedy import ZERO_TOL, check_k, check_matrix, check_weights, select_subspace
+from .greedy import ZERO_TOL, check_k, check_matrix, check_weights, energies64, select_subspace
 
 GRAM_TOL = 2.0 ** -12  # Cholesky energies are trusted while w_j e_j > GRAM_TOL x max_i w_i G_ii (float32 G)
 _BLOCK_MIN, _BLOCK_MAX = 16, 256  # picks between two host looks at the flags
-
-
-def _energies64(X: Tensor, chunk: int = 1 << 18) -> Tensor:
-    """Squared row norms of X (m, d) float32, accumulated in float64 a few rows at a time, (m,)."""
-    m, d = X.shape
-    rows = max(1, min(m, chunk // max(d, 1)))
-    parts = [torch.linalg.vector_norm(X[s: s + rows].double(), dim=1) for s in range(0, m, rows)]
-    return torch.cat(parts).square_() if parts else X.new_zeros(0, dtype=torch.float64)
 
 
 def gram_update(G: Tensor, X: Tensor, slots: Tensor) -> None:
@@ -171,7 +163,7 @@ def gram_greedy(X: Tensor, G: Tensor, k: int, weights: Tensor | None = None, *, 
             state.update(chol=None, round=out[:0], exact=True)
         return out
     # weighted energies as select_subspace computes them (float64 sums of the rows): alive rows, top, zero
-    norms = _energies64(X) * w.double()  # (m,)
+    norms = energies64(X) * w.double()  # (m,)
     top_t = norms.max()
     alive = norms > ZERO_TOL * top_t
     top, n_alive = torch.stack([top_t, alive.sum().double()]).tolist()
@@ -276,7 +268,7 @@ def gram_question_select(X: Tensor, G: Tensor, k: int, relevance: Tensor | None 
     in_first[first] = True
     w2 = torch.where(in_first, 0.0, (1.0 - r).clamp_min(1e-3).pow(beta))  # (m,)
     wd2 = w2.to(G.dtype)
-    rest_e = _energies64(X) * w2.double()
+    rest_e = energies64(X) * w2.double()
     zero2, gtop = torch.stack([ZERO_TOL * rest_e.max(), (wd2 * chol.diag).max().double()]).tolist()
     thr = tol * gtop
     cap = min(k_anti, d - k1)

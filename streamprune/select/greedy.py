@@ -95,7 +95,7 @@ _C_STORE_MAX = 1 << 26  # floats of stored coefficients (n x m) allowed beyond t
 REORTH = False  # a second Gram-Schmidt pass per pick against the whole round (tests / experiments)
 
 
-def _energies64(W: Tensor, chunk: int = 1 << 18) -> Tensor:
+def energies64(W: Tensor, chunk: int = 1 << 18) -> Tensor:
     """Squared row norms of W (n, d) float32 accumulated in float64, (n,); chunks of ~chunk entries."""
     n, d = W.shape
     out = torch.empty(n, dtype=torch.float64, device=W.device)
@@ -140,7 +140,7 @@ def select_subspace(X: Tensor, k: int, weights: Tensor | None = None) -> Tensor:
     A = X if weights is None else X * check_weights(weights, n, X.device).sqrt()[:, None]  # (n, d)
     if n == 0:
         return torch.zeros(0, dtype=torch.long, device=A.device)
-    norms = _energies64(A)  # (n,) float64
+    norms = energies64(A)  # (n,) float64
     top_t = norms.max()
     alive = norms > ZERO_TOL * top_t  # rows with non-zero energy
     top, n_alive = torch.stack([top_t, alive.sum().double()]).tolist()  # the one sync of the setup
@@ -241,7 +241,7 @@ def _greedy_rounds(A: Tensor, norms: Tensor, alive: Tensor, m: int, zero: float,
             else:
                 R.addmm_(Cs, Qs, alpha=-1.0)
             W = R
-        e = _energies64(W).float().masked_fill_(~alive, -math.inf)
+        e = energies64(W).float().masked_fill_(~alive, -math.inf)
         e.index_fill_(0, picks[:i], -math.inf)
         emax = float(e.max())
         if emax <= zero:  # rank exhausted: a new round on the unpicked rows
