@@ -259,7 +259,7 @@ class LiveSession:
         """The session stats, brought up to date (tokens seen / kept, RSS, frames dropped); safe to call any time."""
         s = self.stats
         s.tokens_seen = self.pipe.tokens_seen
-        s.tokens_kept = len(self.pipe.selector.memory)
+        s.tokens_kept = self.pipe.selector.n_kept
         s.memory_mb = rss_mb()
         st = getattr(self.reader, "stats", None)
         s.dropped = self.dropped_here + (int(getattr(st, "dropped", 0) or 0) if st is not None else 0)

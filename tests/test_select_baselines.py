@@ -15,13 +15,14 @@ def _blocks(n_blocks=30, n=12, d=16, seed=0):
 def test_protocol(method):
     budget, seen = 40, 0
     sel = make_selector(method, budget)
-    assert sel.budget == budget and sel.tokens_seen == 0 and len(sel.memory) == 0
+    assert sel.budget == budget and sel.tokens_seen == 0 and len(sel.memory) == 0 and sel.n_kept == 0
     blocks = _blocks()
     for t, x in blocks:
         sel.push(x, t, weights=torch.ones(x.shape[0]), payload=torch.arange(x.shape[0]) + seen)
         seen += x.shape[0]
+        kept = sel.n_kept  # before the memory is gathered
         m = sel.memory
-        assert sel.tokens_seen == seen and 0 < len(m) <= budget
+        assert sel.tokens_seen == seen and 0 < len(m) <= budget and kept == len(m)
         assert bool((m.ids.diff() > 0).all()) and torch.equal(m.payload, m.ids)
         assert torch.equal(m.times, (m.ids // 12).double() * 0.5)
     X = torch.cat([x for _, x in blocks])

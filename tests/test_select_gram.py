@@ -89,10 +89,31 @@ def test_fallback_runs_and_stays_exact_on_ill_conditioned_input(low, seed, count
     assert st["exact"] or low < 1e-5  # (at 1e-6 the rows exhaust the rank and a new Cholesky round follows)
     ref = select_subspace(X, k)
     oracle = _scipy_order(X)[:k]
-    # exact greedy: where the row kernel agrees with the float64 oracle, so does the Gram path
+    # exact greedy: both kernels follow the float64 oracle up to its first near tie (a lead float32 cannot
+    # resolve; where the row kernel breaks it depends on the CPU's float32 kernels), and where the row kernel
+    # agrees with the oracle, so does the Gram path
+    tie = _first_near_tie(X, k)
     agree = int(np.argmin(np.append(ref.numpy() == oracle, False)))
-    assert agree >= 100
+    assert tie >= 30 and agree >= tie
+    assert got[:tie].tolist() == oracle[:tie].tolist()
     assert got[:agree].tolist() == ref[:agree].tolist()
+
+
+def _first_near_tie(X, k, tol=1e-6):
+    """First pick of float64 greedy whose lead over the runner-up is below tol x the largest row energy."""
+    R = X.double().clone()
+    e0 = float(R.pow(2).sum(dim=1).max())
+    taken = torch.zeros(R.shape[0], dtype=torch.bool)
+    for t in range(k):
+        e = R.pow(2).sum(dim=1).masked_fill(taken, -1.0)
+        top = torch.topk(e, 2).values
+        if float(top[0] - top[1]) < tol * e0:
+            return t
+        j = int(e.argmax())
+        taken[j] = True
+        q = R[j] / R[j].norm()
+        R -= torch.outer(R @ q, q)
+    return k
 
 
 def test_fallback_needed_near_dependent_tokens():

@@ -21,6 +21,38 @@ def test_representative_first_pick_is_the_brute_force_best():
     assert float(gain[6:].abs().max()) < 1e-6
 
 
+def _explained(X, w, S):
+    """sum_i w_i ||P_S x_i||^2 by an explicit projection (float64 QR of the rows S of X)."""
+    if not S:
+        return 0.0
+    Q = torch.linalg.qr(X[S].T).Q  # (d, |S|)
+    return float((w * (X @ Q).square().sum(dim=1)).sum())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_representative_matches_a_brute_force_greedy(seed):
+    # every pick is the row whose addition explains the most weighted energy (explicit projections, no
+    # downdates), with pre's rows projected out and only pickable rows picked; gains = the increments
+    g = torch.Generator().manual_seed(seed)
+    m, d, k = 60, 40, 12
+    X = torch.nn.functional.normalize(torch.randn(m, d, generator=g) @ torch.randn(d, d, generator=g), dim=1)
+    w = torch.rand(m, generator=g, dtype=torch.float64) + 0.5
+    pre = torch.randn(3, d, generator=g)
+    ok = torch.rand(m, generator=g) > 0.25
+    order, gain = representative(X, w, k, pre, pickable=ok)
+    P = torch.linalg.qr(pre.double().T).Q
+    R = X.double() - (X.double() @ P) @ P.T  # residuals against span(pre)
+    picked, before = [], 0.0
+    for t in range(k):
+        cand = [j for j in range(m) if bool(ok[j]) and j not in picked]
+        vals = torch.tensor([_explained(R, w, picked + [j]) for j in cand], dtype=torch.float64)
+        best = cand[int(vals.argmax())]
+        assert int(order[t]) == best, f"pick {t}"
+        assert float(gain[t]) == pytest.approx(float(vals.max()) - before, rel=1e-6)
+        picked.append(best)
+        before = float(vals.max())
+
+
 def _clustered(n_blocks, seed=0, d=24):
     # each second a few cluster centres (slowly changing) with many tokens around them, and rare outliers
     g = torch.Generator().manual_seed(seed)

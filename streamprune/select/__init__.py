@@ -36,6 +36,9 @@ class Selector(Protocol):
     @property
     def memory(self) -> Memory: ...
 
+    @property
+    def n_kept(self) -> int: ...  # len(memory), without gathering it
+
     def final(self, k: int, relevance=None) -> Tensor: ...
 
 

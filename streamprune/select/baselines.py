@@ -84,6 +84,11 @@ class _Kept(Snapshots):
         return Memory(self._tok.clone(), self._times.clone(), self._ids.clone(),
                       self._pay.clone() if self._pay is not None else None)
 
+    @property
+    def n_kept(self) -> int:
+        """Tokens in memory (= len(memory), without gathering it)."""
+        return 0 if self._ids is None else int(self._ids.numel())
+
     def final(self, k: int, relevance=None) -> Tensor:
         return self._final(k, relevance, mode=self.question_mode, alpha=self.alpha)
 
@@ -264,6 +269,10 @@ class OfflineSelector(_Kept):
     def _push(self, X, t, w, ids, payload):
         self._parts.append((X, t, w, ids, payload))
         self._cache = None
+
+    @property
+    def n_kept(self) -> int:
+        return min(self.budget, self.tokens_seen)  # select_subspace returns min(K, n) rows
 
     @property
     def memory(self) -> Memory:

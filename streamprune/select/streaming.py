@@ -25,8 +25,9 @@ metric of bench.metrics.local_reconstruction) of their fill bin (width: the smal
 most (K - basis cap) / FILL_PER_BIN bins; only grows). Each push, the block's leftover rows compete with the
 bin's replaceable fill tokens (weights = their mass, the energy they explained when chosen) for the bin's
 places: the free room, ceil((K - basis tokens) / bins spanned) per bin, and the basis tokens above the cap;
-once full, a row within |cos| > DUPLICATE_COS of a basis token may not take a place. Eviction of fill then
-takes, from the most crowded fill bins, the least massive tokens first. fill="spread" is the previous policy:
+once full, a row within |cos| > DUPLICATE_COS of a basis token of its own fill bins may not take a place (a
+duplicate of a token far away in time still represents its stretch). Eviction of fill then takes, from the
+most crowded fill bins, the least massive tokens first. fill="spread" is the previous policy:
 fill in greedy (novelty) order of the block, fill evicted before any basis token, most crowded coverage bins
 first, and no basis cap.
 
@@ -72,32 +73,40 @@ def representative(Xn: Tensor, w: Tensor, k: int, pre: Tensor | None = None,
     are projected out), i.e. the most representative row, not the most novel one. Returns (order (k',),
     gains (k',) float64: the weighted energy each pick explained when taken, the pick's "mass"),
     k' = min(k, m): once the rows' span is exhausted the rest follow by weight with gain 0. pickable (m,)
-    bool: only these rows may be picked (the caller keeps k <= their count); all rows count in the sum.
-    No host sync."""
+    bool: only these rows may be picked; all rows count in the sum. Picks past the pickable rows are no picks:
+    their gain is -inf (their index is meaningless). No host sync."""
     X = Xn.double()  # (m, d)
     if pre is not None and pre.shape[0]:
         P = pre.double()  # (p, d)
         G = P @ P.T  # (p, p); a small ridge keeps near-dependent rows solvable
         G.diagonal().add_(1e-10 * G.diagonal().mean() + 1e-300)
         X = X - torch.linalg.solve(G, P @ X.T).T @ P  # residual against span(pre)
-    C = X @ X.T  # (m, m) residual Gram
+    C = X @ X.T  # (m, m) residual Gram, downdated in place pick by pick
     w = w.double()
     m = C.shape[0]
     tiny = 1e-9  # rows are unit vectors: a residual energy below this is nil
-    taken = torch.zeros(m, dtype=torch.bool, device=C.device)
+    # num_j = sum_i w_i C_ij^2 and dg = diag(C), kept current with each rank-1 downdate C -= b c c^T
+    # (b = 1 / c_j): num_j -= 2 b c_j (C (w c))_j - b^2 c_j^2 (c^T (w c)): one matvec and one in-place
+    # rank-1 update per pick, no (m, m) temporaries
+    num = (w[:, None] * C.square()).sum(dim=0)  # (m,)
+    dg = torch.diagonal(C).clone()  # (m,)
+    blocked = torch.zeros(m, dtype=torch.bool, device=C.device)  # taken, or not pickable
+    if pickable is not None:
+        blocked |= ~pickable
+    nil = w / (1.0 + w) - 1.0  # (m,) the score of a row with no residual left: below every real gain
     picks, gains = [], []
     for _ in range(min(k, m)):
-        dg = torch.diagonal(C)
-        sc = (w[:, None] * C.square()).sum(dim=0) / dg.clamp_min(tiny)  # (m,)
-        sc = torch.where(dg <= tiny, w / (1.0 + w) - 1.0, sc).masked_fill(taken, -math.inf)
-        if pickable is not None:
-            sc = sc.masked_fill(~pickable, -math.inf)
+        sc = torch.where(dg <= tiny, nil, num.clamp_min(0.0) / dg.clamp_min(tiny)).masked_fill_(blocked, -math.inf)
         j = sc.argmax()
-        g = sc[j].clamp_min(0.0)
-        ok = (g > 0).double()
-        c = C[:, j]  # (m,)
-        C = C - ok * torch.outer(c, c) / dg[j].clamp_min(tiny)
-        taken[j] = True
+        g = torch.where(sc[j] > -math.inf, sc[j].clamp_min(0.0), -math.inf)  # -inf: nothing pickable left
+        b = (g > 0).double() / dg[j].clamp_min(tiny)  # 0: nothing left to explain, no downdate
+        c = C[:, j].clone()  # (m,)
+        u = w * c  # (m,)
+        v = C @ u  # (m,)
+        num.add_(b * c * (b * c * (c @ u) - 2.0 * v))
+        dg.addcmul_(c, c * b, value=-1.0)
+        C.addr_(c * b, c, alpha=-1.0)
+        blocked[j] = True
         picks.append(j)
         gains.append(g)
     if not picks:
@@ -781,8 +790,8 @@ class StreamingSelector(Snapshots):
         fill share ceil(K_f / (fill bins))
         (K_f = K - min(basis tokens, basis cap)): weighted representative selection (`representative` on
         unit rows, kept tokens weighted by their mass, the bins' other kept tokens projected out; once the
-        memory is full, rows within |cos| > DUPLICATE_COS of a basis token may not be picked); the losers among
-        the kept are dropped, the winners among the rows are kept as fill with their gain as mass. Returns the rows
+        memory is full, rows within |cos| > DUPLICATE_COS of a basis token of their fill bins may not be
+        picked); the losers among the kept are dropped, the winners among the rows are kept as fill with their gain as mass. Returns the rows
         not kept as a mask over rest (m,) (None: all of them) and how many were kept."""
         if not rest.numel():
             return None, 0
@@ -800,22 +809,22 @@ class StreamingSelector(Snapshots):
         fixed = here & ~swap  # basis and protected tokens of the bins: they already explain
         m = rest.numel()
         Xr = torch.nn.functional.normalize(X[rest], dim=1)  # (m, d)
-        if self._count >= self.budget:  # full: a row that nearly duplicates a basis token brings nothing
-            kept = torch.nn.functional.normalize(self._raw, dim=1)  # (cap, d)
-            basis = alive & (self._seg >= 0)
-            dup = ((Xr @ kept.T).abs().masked_fill(~basis, 0.0).amax(dim=1) > DUPLICATE_COS)  # (m,)
-        else:
-            dup = torch.zeros(m, dtype=torch.bool, device=alive.device)
-        nblk, n_fill_here, p, n_new = torch.stack([inblk.sum(), (here & fill).sum(), swap.sum(),
-                                                   (~dup).sum()]).tolist()
+        nblk, n_fill_here, p = torch.stack([inblk.sum(), (here & fill).sum(), swap.sum()]).tolist()
         both = torch.cat([swap, fixed]).nonzero().reshape(-1)  # one sync: replaceable slots, then fixed ones
         pk, pre = both[:p], both[p:] - swap.numel()  # (p,), (f,)
+        if self._count >= self.budget and pre.numel():
+            # full: a row that nearly duplicates a basis token of its own fill bins brings nothing there (a
+            # duplicate of a token far away in time still represents its own stretch)
+            near = torch.nn.functional.normalize(self._raw[pre], dim=1)  # (f, d)
+            dup = (Xr @ near.T).abs().masked_fill(self._seg[pre] < 0, 0.0).amax(dim=1) > DUPLICATE_COS  # (m,)
+        else:
+            dup = torch.zeros(m, dtype=torch.bool, device=alive.device)
         spanned = int((self._t1 - self._t0) // self._fbin) + 1
         quota = (self.budget - min(self.n_basis, self._basis_cap())) / max(1, spanned)  # fill per fill bin
         share = math.ceil(quota * nblk - 1e-9)
         room = max(0, self.budget - self._count) + max(0, share - n_fill_here) + \
             max(0, self.n_basis - self._basis_cap())  # basis tokens above the cap give way to fill
-        add = min(n_new, room)
+        add = min(m, room)  # at most: picks of duplicate rows come back as no picks
         if add == 0 and pk.numel() == 0:
             return None, 0
         Xn = torch.cat([torch.nn.functional.normalize(self._raw[pk], dim=1), Xr])  # (p + m, d) unit rows
@@ -826,25 +835,27 @@ class StreamingSelector(Snapshots):
             order, gain = representative(Xn, w, k, self._raw[pre] if pre.numel() else None, pickable=ok)
         else:  # a very large pool: greedy order, unit mass
             order = select_subspace(Xn * ok[:, None], k)
-            gain = torch.ones(order.numel(), dtype=torch.float64, device=alive.device)
-        chosen = torch.zeros(p + m, dtype=torch.bool, device=alive.device)
+            gain = torch.where(ok[order], 1.0, -math.inf).double()
+        order = torch.where(gain > -math.inf, order, p + m)  # no pick -> a spare last entry
+        chosen = torch.zeros(p + m + 1, dtype=torch.bool, device=alive.device)
         chosen[order] = True
-        mass = torch.zeros(p + m, dtype=torch.float64, device=alive.device)
-        mass[order] = gain
-        srt = torch.sort(order).values  # the kept tokens' picks first, then the rows'
-        n_old = int((order < p).sum())  # one sync
+        mass = torch.zeros(p + m + 1, dtype=torch.float64, device=alive.device)
+        mass[order] = gain.clamp_min(0.0)
+        srt = torch.sort(order).values  # the kept tokens' picks first, then the rows', then the no picks
+        n_old, n_add = torch.stack([(order < p).sum(), ((order >= p) & (order < p + m)).sum()]).tolist()  # 1 sync
+        new = srt[n_old: n_old + n_add]  # (add',) the rows' picks, as indices of the pool
         if p:  # the kept fill tokens that lost their place leave (fill: no segment to downdate)
             ch = chosen[:p]
             self._use[pk] = torch.where(ch, mass[:p], self._use[pk])
             self._alive[pk] = ch
             self._score[pk] = torch.where(ch, self._score[pk], math.inf)
             self._count -= p - n_old
-        js = rest[srt[n_old:] - p]  # (add,) rows that won a place
+        js = rest[new - p]  # (add',) rows that won a place
         if js.numel():
             slots = self._store(js, X, t, ids, sw, payload, basis=False)
-            self._use[slots] = mass[srt[n_old:]]
+            self._use[slots] = mass[new]
         left = torch.ones(m, dtype=torch.bool, device=alive.device)
-        left[srt[n_old:] - p] = False
+        left[new - p] = False
         return left, int(js.numel())
 
     def _evict_fill(self, m: int) -> tuple[Tensor, Tensor]:
@@ -1065,6 +1076,11 @@ class StreamingSelector(Snapshots):
     @property
     def n_segments(self) -> int:
         return len(self._segments)
+
+    @property
+    def n_kept(self) -> int:
+        """Tokens in memory (= len(memory), without gathering it)."""
+        return self._count
 
     @property
     def n_basis(self) -> int:
