@@ -114,6 +114,26 @@ def representative(Xn: Tensor, w: Tensor, k: int, pre: Tensor | None = None,
     return torch.stack(picks), torch.stack(gains)
 
 
+def _levelled(counts: list[int], m: int) -> list[int]:
+    """How many to take from each bin, min(m, sum) in all, one at a time from a bin with the most left (ties:
+    the earlier bin): every bin above the final level L is cut to L, and the rest come one each from the
+    earliest bins left at L."""
+    m = min(m, sum(counts))
+    if m <= 0:
+        return [0] * len(counts)
+    top = max(counts)
+    level = top
+    while level > 0 and sum(max(0, c - (level - 1)) for c in counts) <= m:
+        level -= 1  # every bin can be cut to `level` within m
+    take = [max(0, c - level) for c in counts]
+    extra = m - sum(take)
+    for i, c in enumerate(counts):  # the rest: one each from the earliest bins left at the level
+        if extra and c >= level > 0 and c - take[i] == level:
+            take[i] += 1
+            extra -= 1
+    return take
+
+
 def gram_auto(budget: int, d: int, *, recycle: bool = False, block: int = 256) -> bool:
     """question_gram="auto": keep the Gram of the memory where it pays at the question stage even when the
     question must rebuild it (gram_refresh="question" after a long stretch of pushes) and it costs at most as
@@ -614,7 +634,8 @@ class StreamingSelector(Snapshots):
 
     def _priority(self) -> tuple[Tensor, Tensor | None]:
         """(effective eviction score (cap,), protected mask or None): fill tokens score -(their bin's
-        count of kept tokens); per occupied bin the kept token with the largest score is protected."""
+        count of kept tokens) (fill="spread") or -1 / (1 + mass) (fill="local"); per occupied coverage bin one
+        kept token is protected: the one with the largest score."""
         alive = self._alive
         fill = alive & (self._seg < 0)
         score = self._score.clone()
@@ -859,27 +880,42 @@ class StreamingSelector(Snapshots):
         return left, int(js.numel())
 
     def _evict_fill(self, m: int) -> tuple[Tensor, Tensor]:
-        """fill="local": evict up to m fill tokens at once (coverage-protected ones excepted): those ranked
-        lowest by mass in the most crowded fill bins first. Returns (slots, their priorities)."""
+        """fill="local": evict up to m fill tokens at once (coverage-protected ones excepted) from the most
+        crowded fill bins (levelled: each eviction from a bin holding the most such tokens, ties to the earlier
+        bin). Within a bin its candidates are re-ranked jointly (`representative` on them, weights = their
+        mass, the bin's other kept tokens projected out) and the last ones leave. Masses alone would not do:
+        each comes from its own push's selection (before the bins last widened), so the most massive tokens of
+        a bin are every push's first picks, all along the same dominant directions. Returns (slots, their
+        priorities)."""
         _, prot = self._priority()
-        cand = self._alive & (self._seg < 0)
+        alive = self._alive
+        cand = alive & (self._seg < 0)
         if prot is not None:
             cand = cand & ~prot
-        f = cand.nonzero().reshape(-1)  # (nf,) one sync
-        if not f.numel():
-            return f, torch.zeros(0, dtype=torch.float64, device=f.device)
         nbf = int((self._t1 - self._t0) // self._fbin) + 2
-        b = self._fbins(self._times[f]).clamp_(max=nbf - 1)
-        mass = self._use[f]
-        o = torch.sort(-mass, stable=True).indices  # most massive first
-        o = o[torch.sort(b[o], stable=True).indices]  # grouped by bin, most massive first within a bin
-        bo = b[o]
-        q = torch.arange(f.numel(), device=f.device) - torch.searchsorted(bo, bo)  # rank within the bin
-        rank = torch.empty_like(q)
-        rank[o] = q
-        o2 = torch.sort(mass, stable=True).indices  # least massive first ...
-        o2 = o2[torch.sort(-rank[o2], stable=True).indices]  # ... among the most crowded ranks first
-        out = f[o2[:m]]
+        b = self._fbins(self._times).clamp_(max=nbf - 1)  # (cap,)
+        # the alive slots by (fill bin, candidates before the bin's other kept tokens); dead slots sort last
+        key = torch.where(alive, 2 * b + (~cand).long(), 2 * nbf)
+        srt = torch.sort(key, stable=True).indices[: self._count]  # (count,)
+        nc, nf = torch.stack([torch.bincount(b, weights=cand.double(), minlength=nbf),
+                              torch.bincount(b, weights=(alive & ~cand).double(), minlength=nbf)]).long().tolist()
+        out = []
+        off = 0
+        for j, e in enumerate(_levelled(nc, m)):
+            c, f = nc[j], nf[j]
+            if e:
+                cs = srt[off: off + c]  # (c,) the bin's candidates
+                if c ** 3 <= CSSP_FLOPS:
+                    fs = srt[off + c: off + c + f]
+                    order, _ = representative(torch.nn.functional.normalize(self._raw[cs], dim=1), self._use[cs], c,
+                                              self._raw[fs] if f else None)
+                else:  # a very large bin: mass order
+                    order = torch.sort(-self._use[cs], stable=True).indices
+                out.append(cs[order[c - e:]])
+            off += c + f
+        if not out:
+            return srt[:0], torch.zeros(0, dtype=torch.float64, device=srt.device)
+        out = torch.cat(out)
         return out, -1.0 / (1.0 + self._use[out])
 
     def _cover(self, X, energy, rest, t, ids, sw, payload) -> tuple[Tensor, Tensor | None]:
