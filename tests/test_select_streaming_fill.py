@@ -120,3 +120,23 @@ def test_local_fill_is_deterministic_and_keeps_the_needle():
 def test_bad_fill_options(kw):
     with pytest.raises(ValueError):
         StreamingSelector(8, **kw)
+
+
+def test_merged_fill_bins_are_reranked_jointly():
+    # rank-8 scenes and 6 short needles, K = 512 over 180 blocks: the fill bins widen several times, and each
+    # widening merges bins whose fill tokens were chosen apart; ranked by those masses, a merged bin keeps every
+    # earlier bin's first picks, along the same dominant directions (without the joint re-rank: local error
+    # 0.0126 against random's 0.0033; with it 0.0002)
+    from streamprune.bench.streams import synthetic_stream
+    from streamprune.select import make_selector
+
+    blocks = list(synthetic_stream(180, 49, 256, needles=6, seed=0))  # the features suite's synthetic-d256
+    X = torch.cat([x for _, x in blocks])
+    times = torch.cat([torch.full((x.shape[0],), t, dtype=torch.float64) for t, x in blocks])
+    err = {}
+    for method in ("subspace", "random"):
+        sel = make_selector(method, 512)
+        for t, x in blocks:
+            sel.push(x, t)
+        err[method] = local_reconstruction(X, times, sel.memory.ids, window=5.0)
+    assert err["subspace"] < 0.5 * err["random"], err

@@ -403,6 +403,7 @@ class StreamingSelector(Snapshots):
         self._t0 = self._t1 = None  # earliest / latest time seen (host floats)
         self._bin = 0.0  # coverage bin width b (seconds), only grows
         self._fbin = 0.0  # fill bin width (seconds, fill="local"), only grows
+        self._ranked: set[int] = set()  # fill bins whose fill tokens' masses come from one joint selection
         self._payload_shape = None
 
     # ---- buffers -------------------------------------------------------------------------------------
@@ -623,7 +624,8 @@ class StreamingSelector(Snapshots):
         if self.fill == "local":
             nmax = max(1, int((self.budget - self._basis_cap()) / FILL_PER_BIN))
             b = 2.0 ** (math.floor(math.log2(span / nmax)) + 1) if span > 0 else 2.0 ** -30
-            self._fbin = max(self._fbin, b)
+            if b > self._fbin:  # wider bins: each now holds fill tokens ranked apart
+                self._fbin, self._ranked = b, set()
 
     def _basis_cap(self) -> int:
         """Basis tokens a full memory holds at most (fill="local"): floor(basis_share x K), at least 1."""
@@ -830,7 +832,10 @@ class StreamingSelector(Snapshots):
         fixed = here & ~swap  # basis and protected tokens of the bins: they already explain
         m = rest.numel()
         Xr = torch.nn.functional.normalize(X[rest], dim=1)  # (m, d)
-        nblk, n_fill_here, p = torch.stack([inblk.sum(), (here & fill).sum(), swap.sum()]).tolist()
+        nblk, n_fill_here, p, lo, hi = (int(v) for v in torch.stack(
+            [inblk.sum(), (here & fill).sum(), swap.sum(), fb.min(), fb.max()]).tolist())
+        if nblk == hi - lo + 1:  # the bins lo..hi: their replaceable fill tokens are ranked jointly below
+            self._ranked.update(range(lo, hi + 1))
         both = torch.cat([swap, fixed]).nonzero().reshape(-1)  # one sync: replaceable slots, then fixed ones
         pk, pre = both[:p], both[p:] - swap.numel()  # (p,), (f,)
         if self._count >= self.budget and pre.numel():
@@ -882,11 +887,11 @@ class StreamingSelector(Snapshots):
     def _evict_fill(self, m: int) -> tuple[Tensor, Tensor]:
         """fill="local": evict up to m fill tokens at once (coverage-protected ones excepted) from the most
         crowded fill bins (levelled: each eviction from a bin holding the most such tokens, ties to the earlier
-        bin). Within a bin its candidates are re-ranked jointly (`representative` on them, weights = their
-        mass, the bin's other kept tokens projected out) and the last ones leave. Masses alone would not do:
-        each comes from its own push's selection (before the bins last widened), so the most massive tokens of
-        a bin are every push's first picks, all along the same dominant directions. Returns (slots, their
-        priorities)."""
+        bin), the least massive of the bin first. A bin whose tokens' masses come from separate selections
+        (the bins widened since it was last ranked) is first re-ranked jointly (`representative` on its
+        candidates, weights = their mass, the bin's other kept tokens projected out; the gains become the
+        masses): by their old masses alone, the most massive tokens of a merged bin would be every earlier
+        bin's first picks, all along the same dominant directions. Returns (slots, their priorities)."""
         _, prot = self._priority()
         alive = self._alive
         cand = alive & (self._seg < 0)
@@ -905,13 +910,13 @@ class StreamingSelector(Snapshots):
             c, f = nc[j], nf[j]
             if e:
                 cs = srt[off: off + c]  # (c,) the bin's candidates
-                if c ** 3 <= CSSP_FLOPS:
+                if j not in self._ranked and c ** 3 <= CSSP_FLOPS:
                     fs = srt[off + c: off + c + f]
-                    order, _ = representative(torch.nn.functional.normalize(self._raw[cs], dim=1), self._use[cs], c,
-                                              self._raw[fs] if f else None)
-                else:  # a very large bin: mass order
-                    order = torch.sort(-self._use[cs], stable=True).indices
-                out.append(cs[order[c - e:]])
+                    order, gain = representative(torch.nn.functional.normalize(self._raw[cs], dim=1),
+                                                 self._use[cs], c, self._raw[fs] if f else None)
+                    self._use[cs[order]] = gain
+                    self._ranked.add(j)
+                out.append(cs[torch.sort(self._use[cs], stable=True).indices[:e]])  # the least massive
             off += c + f
         if not out:
             return srt[:0], torch.zeros(0, dtype=torch.float64, device=srt.device)
