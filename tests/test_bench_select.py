@@ -1,5 +1,6 @@
 """The select suite follows the one bench protocol; push / rss rows measure both engines on small shapes."""
 
+import json
 import math
 
 import pytest
@@ -42,3 +43,20 @@ def test_quality_goals_list_every_miss():
           "recon_ratio": 1.5, "needle_events": 1.0}]
     text = select_suite._quality_goals(q)
     assert "2 missed" in text and "local err <= random" in text and "recon <= 1.1 x offline" in text
+
+
+def test_push_ab_against_a_commit(tmp_path, capsys):
+    # the engine of a commit (here HEAD: the same code) against the working tree, on the same blocks
+    from pathlib import Path
+
+    from streamprune.bench import push_ab
+
+    if not (Path(push_ab.__file__).resolve().parents[2] / ".git").exists():
+        pytest.skip("needs a git checkout of streamprune")
+    out = tmp_path / "ab.json"
+    assert push_ab.main(["--rev", "HEAD", "--only", "hard-1536-1024", "--blocks", "2", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["stream"], r["d"], r["K"]) for r in rows] == [("hard", 1536, 1024)]
+    assert rows[0]["rev_ms"] > 0 and rows[0]["now_ms"] > 0 and rows[0]["spread_ms"] > 0
+    assert "| hard | 1536 | 256 | 1024 |" in capsys.readouterr().out
+    assert push_ab.main(["--rev", "no-such-rev"]) == 2
