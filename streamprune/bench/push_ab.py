@@ -7,8 +7,8 @@ The engine of REV (`git show REV:streamprune/select/streaming.py`, imported besi
 one, plus the current one with fill="spread" (the policy before fill="local"), each push the same blocks in
 turn, block by block (one torch thread, CPU time via time.thread_time). After the memory is full (2 K tokens
 and 2 more blocks), `--blocks` blocks are timed: mean and max ms per block. "same kept" compares REV's
-final memory ids with the current engine's. Streams: push_bench's "hard", "effnet", "pixel" and "lowrank"
-(bench.streams.synthetic_stream: rank-8 scenes with drift and noise, no needles).
+final memory ids with the current engine's. Streams: push_bench.stream_blocks ("hard", "lowrank", "effnet",
+"pixel").
 """
 
 from __future__ import annotations
@@ -48,20 +48,12 @@ def engine_at(rev: str):
     return mod
 
 
-def blocks(stream: str, d: int, n: int, count: int):
-    if stream == "lowrank":
-        from .streams import synthetic_stream
-
-        return [(float(i), x) for i, (_, x) in enumerate(synthetic_stream(count, n, d, needles=0, seed=0))]
-    return push_bench._blocks(stream, d, n, count)
-
-
 def row(rev_mod, stream: str, d: int, n: int, K: int, measure: int) -> dict:
     warm = -(-2 * K // n) + 2
     sels = {"rev": rev_mod.StreamingSelector(K), "now": current.StreamingSelector(K),
             "spread": current.StreamingSelector(K, fill="spread")}
     ms: dict[str, list[float]] = {k: [] for k in sels}
-    for b, (t, x) in enumerate(blocks(stream, d, n, warm + measure)):
+    for b, (t, x) in enumerate(push_bench.stream_blocks(stream, d, n, warm + measure)):
         for name, sel in sels.items():
             t0 = time.thread_time()
             sel.push(x, t)

@@ -50,8 +50,12 @@ def _engine(name: str):
 
 
 # ---------------------------------------------------------------- streams
-def _blocks(stream: str, d: int, n: int, count: int, seed: int = 0):
+def stream_blocks(stream: str, d: int, n: int, count: int, seed: int = 0):
     """(time, tokens (n, d)) blocks of a stream, `count` of them (cycled for the real streams)."""
+    if stream == "lowrank":  # bench.streams.synthetic_stream: rank-8 scenes with drift and noise, no needles
+        from .streams import synthetic_stream
+
+        return [(float(i), x) for i, (_, x) in enumerate(synthetic_stream(count, n, d, needles=0, seed=seed))]
     if stream == "hard":
         g = torch.Generator().manual_seed(seed)
         return [(float(b), torch.randn(n, d, generator=g)) for b in range(count)]
@@ -65,7 +69,7 @@ def _blocks(stream: str, d: int, n: int, count: int, seed: int = 0):
 
         blocks = list(pixel_patch_blocks(sample_video(), fps=5.0, patch=16, size=(224, 224)))
     else:
-        raise ValueError(f"unknown stream {stream!r} (hard, effnet, pixel)")
+        raise ValueError(f"unknown stream {stream!r} (hard, lowrank, effnet, pixel)")
     period = blocks[-1][0] + 1.0
     return [(blocks[b % len(blocks)][0] + period * (b // len(blocks)), blocks[b % len(blocks)][1])
             for b in range(count)]
@@ -115,7 +119,7 @@ def push_row(p: dict) -> dict:
     torch.set_num_threads(1)
     K, n, measure = int(p["K"]), int(p["n"]), int(p["measure"])
     fill = math.ceil(K / n) + 2
-    blocks = _blocks(p["stream"], int(p["d"]), n, fill + measure)
+    blocks = stream_blocks(p["stream"], int(p["d"]), n, fill + measure)
     d = int(blocks[0][1].shape[1])
     sels = {e: _engine(e)(K) for e in ENGINES}
     ms = {e: [] for e in ENGINES}
