@@ -140,3 +140,24 @@ def test_merged_fill_bins_are_reranked_jointly():
             sel.push(x, t)
         err[method] = local_reconstruction(X, times, sel.memory.ids, window=5.0)
     assert err["subspace"] < 0.5 * err["random"], err
+
+
+def test_levelled_eviction_counts_match_one_at_a_time():
+    # the fill eviction's per-bin counts: the same as taking one token at a time from a bin with the most
+    # left (ties: the earlier bin)
+    import random
+
+    from streamprune.select.streaming import _levelled
+
+    def one_at_a_time(counts, m):
+        take = [0] * len(counts)
+        for _ in range(min(m, sum(counts))):
+            i = max(range(len(counts)), key=lambda j: (counts[j] - take[j], -j))
+            take[i] += 1
+        return take
+
+    rng = random.Random(0)
+    for _ in range(2000):
+        counts = [rng.randint(0, 12) for _ in range(rng.randint(1, 9))]
+        m = rng.randint(0, 80)
+        assert _levelled(counts, m) == one_at_a_time(counts, m), (counts, m)

@@ -121,10 +121,14 @@ def _levelled(counts: list[int], m: int) -> list[int]:
     m = min(m, sum(counts))
     if m <= 0:
         return [0] * len(counts)
-    top = max(counts)
-    level = top
-    while level > 0 and sum(max(0, c - (level - 1)) for c in counts) <= m:
-        level -= 1  # every bin can be cut to `level` within m
+    lo, hi = 0, max(counts)  # the lowest level every bin can be cut to within m: bisection
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if sum(max(0, c - mid) for c in counts) <= m:
+            hi = mid
+        else:
+            lo = mid + 1
+    level = lo
     take = [max(0, c - level) for c in counts]
     extra = m - sum(take)
     for i, c in enumerate(counts):  # the rest: one each from the earliest bins left at the level
