@@ -818,8 +818,9 @@ class StreamingSelector(Snapshots):
         (K_f = K - min(basis tokens, basis cap)): weighted representative selection (`representative` on
         unit rows, kept tokens weighted by their mass, the bins' other kept tokens projected out; once the
         memory is full, rows within |cos| > DUPLICATE_COS of a basis token of their fill bins may not be
-        picked); the losers among the kept are dropped, the winners among the rows are kept as fill with their gain as mass. Returns the rows
-        not kept as a mask over rest (m,) (None: all of them) and how many were kept."""
+        picked); the losers among the kept are dropped, the winners among the rows are kept as fill with their
+        gain as mass. Returns the rows not kept as a mask over rest (m,) (None: all of them) and how many were
+        kept."""
         if not rest.numel():
             return None, 0
         alive = self._alive
