@@ -39,12 +39,13 @@ def engine_at(rev: str):
                          capture_output=True, text=True)
     if got.returncode:
         raise ValueError(f"git show {rev}: {got.stderr.strip() or 'failed'}")
-    path = Path(tempfile.mkdtemp()) / "streaming_rev.py"
-    path.write_text(got.stdout)
-    spec = importlib.util.spec_from_file_location("streamprune.select.streaming_rev", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
+    with tempfile.TemporaryDirectory() as tmp:  # the source is compiled by exec_module; the file can go
+        path = Path(tmp) / "streaming_rev.py"
+        path.write_text(got.stdout)
+        spec = importlib.util.spec_from_file_location("streamprune.select.streaming_rev", path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
     return mod
 
 
