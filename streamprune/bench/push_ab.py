@@ -35,8 +35,11 @@ CASES = (("hard", 1536, 256, 1024), ("hard", 3584, 256, 4096), ("lowrank", 1536,
 def engine_at(rev: str):
     """The streaming module of commit `rev` (a ValueError when git cannot show it)."""
     root = Path(__file__).resolve().parents[2]
-    got = subprocess.run(["git", "show", f"{rev}:streamprune/select/streaming.py"], cwd=root,
-                         capture_output=True, text=True)
+    try:
+        got = subprocess.run(["git", "show", f"{rev}:streamprune/select/streaming.py"], cwd=root,
+                             capture_output=True, text=True)
+    except OSError as e:  # no git on PATH
+        raise ValueError(f"git show {rev}: {e}") from e
     if got.returncode:
         raise ValueError(f"git show {rev}: {got.stderr.strip() or 'failed'}")
     with tempfile.TemporaryDirectory() as tmp:  # the source is compiled by exec_module; the file can go
