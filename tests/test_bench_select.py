@@ -45,6 +45,25 @@ def test_quality_goals_list_every_miss():
     assert "2 missed" in text and "local err <= random" in text and "recon <= 1.1 x offline" in text
 
 
+def test_quality_goals_over_realisations_count_each_goal():
+    def cell(stream, method, needles, local):
+        return {"stream": stream, "budget": 128, "method": method, "local_recon": local, "max_gap_s": 4.0,
+                "recon_ratio": 2.0, "needle_events": needles}
+
+    q = [cell("long180-effnet", "subspace", 1.0, 0.3), cell("long180-effnet", "random", 0.0, 0.4),
+         cell("long180-effnet", "offline", 1.0, 0.6),
+         # the perturbed realisation: a needle lost, and judged against its own random / offline rows
+         cell("long180-effnet~p1", "subspace", 5 / 6, 0.3), cell("long180-effnet~p1", "random", 0.0, 0.2),
+         cell("long180-effnet~p1", "offline", 1.0, 0.6)]
+    text = select_suite._quality_goals(q)
+    assert "Goals (2 missed)" in text
+    assert "- long180-effnet~p1 K=128: MISSED local err <= random; needle recall 1.00" in text
+    assert "Goals over 2 realisations" in text and "2 of 4 held on every one" in text
+    assert "- long180-effnet K=128: needle recall 1.00: 1/2" in text
+    assert "- long180-effnet K=128: max gap <= random: 2/2" in text
+    assert "Goals over" not in select_suite._quality_goals(q[:3])  # one realisation: no such list
+
+
 def test_push_ab_against_a_commit(tmp_path, capsys):
     # the engine of a commit (here HEAD: the same code) against the working tree, on the same blocks
     from pathlib import Path

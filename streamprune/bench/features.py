@@ -73,6 +73,7 @@ QUICK_STREAMS = {
 DEFAULT_BUDGETS = (32, 128, 512)
 QUICK_BUDGETS = (8, 32, 96)
 MEM_SAMPLE_BLOCKS = 2  # blocks pushed under the (slow) memory tracker at the end of each stream
+PERTURB_REL = 1e-3  # perturbed realisations: Gaussian noise at this fraction of the features' rms
 
 
 # ------------------------------------------------------------------ streams
@@ -156,12 +157,34 @@ def build_stream(name: str, spec: dict) -> FeatureStream:
                          float(spec.get("window", 5.0)))
 
 
+def perturbed(stream: FeatureStream, seed: int, rel: float = PERTURB_REL) -> FeatureStream:
+    """The stream with i.i.d. Gaussian noise at `rel` x the rms of its features added (seed >= 1), named
+    `NAME~pSEED`: the same video featurised on another CPU or library build differs by about this much (the
+    EfficientNet caches of two machines here did), so a goal met on one realisation only may be luck."""
+    if seed < 1:
+        raise ValueError(f"perturbation seed must be >= 1, got {seed}")
+    g = torch.Generator().manual_seed(int(seed))
+    X = stream.X + (rel * float(stream.X.pow(2).mean().sqrt())) * torch.randn(stream.X.shape, generator=g)  # (N, d)
+    return FeatureStream(**{**vars(stream), "name": f"{stream.name}~p{seed}", "X": X,
+                            "s2": squared_singular_values(X)})
+
+
 _STREAMS: OrderedDict[str, FeatureStream] = OrderedDict()
 
 
-def load_stream(name: str, spec: dict, cache_dir: Path | None) -> FeatureStream:
-    """build_stream, memoised in-process (2 streams) and on disk under cache_dir (atomic writes)."""
+def load_stream(name: str, spec: dict, cache_dir: Path | None, perturb: int = 0) -> FeatureStream:
+    """build_stream, memoised in-process (2 streams) and on disk under cache_dir (atomic writes); perturb >= 1:
+    that perturbed realisation of it (`perturbed`; in-process memo only)."""
     key = f"{name}-{spec_hash(spec)}"
+    if perturb:
+        pkey = f"{key}~p{perturb}"
+        if pkey not in _STREAMS:
+            base = load_stream(name, spec, cache_dir)
+            _STREAMS[pkey] = perturbed(base, perturb)
+        _STREAMS.move_to_end(pkey)
+        while len(_STREAMS) > 2:
+            _STREAMS.popitem(last=False)
+        return _STREAMS[pkey]
     if key in _STREAMS:
         _STREAMS.move_to_end(key)
         return _STREAMS[key]
@@ -260,8 +283,11 @@ def measure(stream: FeatureStream, variant: str, budget: int) -> dict:
 QUALITY_KEYS = ("kept", "recon_ratio", "local_recon", "needle_events", "needle_tokens", "max_gap_s")
 
 
-def plan_units(streams: dict, methods, budgets) -> list[Unit]:
-    """One unit per (stream, method variant, budget); question-aware variants only on the long stream."""
+def plan_units(streams: dict, methods, budgets, perturb: int = 0) -> list[Unit]:
+    """One unit per (stream, method variant, budget), and per perturbed realisation 1..perturb of each stream
+    (stream name `NAME~pSEED`); question-aware variants only on the long stream."""
+    if perturb < 0:
+        raise ValueError(f"perturb must be >= 0, got {perturb}")
     units = []
     for sname, spec in streams.items():
         for m in methods:
@@ -269,9 +295,12 @@ def plan_units(streams: dict, methods, budgets) -> list[Unit]:
                 raise ValueError(f"unknown method {m!r}; known: {', '.join(VARIANTS)}")
             if VARIANTS[m][3] and spec["kind"] != "long":
                 continue  # question-aware variants need the needles' query embeddings
-            for k in budgets:
-                units.append(Unit(f"features/{sname}/{m}/k{k}", {"stream": sname, "spec": spec, "method": m,
-                                                                   "budget": int(k)}))
+            for seed in range(perturb + 1):
+                tag = f"~p{seed}" if seed else ""
+                for k in budgets:
+                    params = {"stream": sname, "spec": spec, "method": m, "budget": int(k)}
+                    units.append(Unit(f"features/{sname}{tag}/{m}/k{k}", {**params, "perturb": seed} if seed
+                                      else params))
     return units
 
 
@@ -289,18 +318,22 @@ def settings(quick: bool, methods=None, budgets=None, streams=None) -> tuple[dic
 TITLE = "features: selection quality and cost on real features"
 OPTIONS = (Option("methods", strs, None, "comma-separated method variants (default: all but the ours* aliases)"),
            Option("budgets", ints, None, "comma-separated token budgets"),
-           Option("streams", strs, None, "comma-separated stream names"))
+           Option("streams", strs, None, "comma-separated stream names"),
+           Option("perturb", int, 0, "also run realisations 1..N of each stream with Gaussian noise at "
+                  f"{PERTURB_REL:g} x the features' rms added (goals judged on each)"))
 THREADS = 1  # many small ops: extra intra-op threads only spin (20x slower on a loaded 2-core box)
 
 
 def plan(opts) -> list[Unit]:
     x = opts.extra
-    return plan_units(*settings(opts.quick, x.get("methods"), x.get("budgets"), x.get("streams")))
+    return plan_units(*settings(opts.quick, x.get("methods"), x.get("budgets"), x.get("streams")),
+                      perturb=int(x.get("perturb") or 0))
 
 
 def run_unit(unit: Unit, opts) -> list[dict]:
     p = unit.params
-    return [measure(load_stream(p["stream"], p["spec"], Path(opts.out) / "cache"), p["method"], p["budget"])]
+    st = load_stream(p["stream"], p["spec"], Path(opts.out) / "cache", p.get("perturb", 0))
+    return [{**measure(st, p["method"], p["budget"]), "perturb": p.get("perturb", 0)}]
 
 
 def report(rows: list[dict], opts) -> str:
@@ -312,4 +345,5 @@ def report(rows: list[dict], opts) -> str:
 def plots(rows: list[dict], opts, folder) -> list:
     from . import plots as P
 
+    rows = [r for r in rows if not r.get("perturb")]  # the plots show the stream as built
     return P.plot_features_quality(rows, folder) + [P.plot_features_cost(rows, folder)]
