@@ -34,7 +34,9 @@ VARIANTS: dict[str, tuple[str, dict, int, bool]] = {
     "subspace": ("subspace", {}, 1, False),
     "subspace-v1": ("v1", {}, 1, False),  # the first-generation engine (bench.streaming_v1), for before -> after
     "subspace-spread": ("subspace", {"fill": "spread"}, 1, False),  # the fill policy before fill="local"
-    "subspace-basis0.5": ("subspace", {"basis_share": 0.5}, 1, False),  # half the memory for basis tokens
+    "subspace-basis0.5": ("subspace", {"basis_share": 0.5}, 1, False),  # = the default now (earlier runs name it)
+    "subspace-basis0.75": ("subspace", {"basis_share": 0.75}, 1, False),  # the default before basis_share=0.5
+    "subspace-basis1": ("subspace", {"basis_share": 1.0}, 1, False),  # no basis cap (rare events kept longest)
     "subspace+recycle": ("subspace", {"recycle": "cluster"}, 1, False),
     "subspace+resprune": ("subspace", {"question_mode": "resprune", "alpha": 0.3}, 4, True),
     "subspace+spare": ("subspace", {"question_mode": "spare", "alpha": 0.3}, 4, True),
@@ -51,8 +53,8 @@ VARIANTS: dict[str, tuple[str, dict, int, bool]] = {
     "offline": ("offline", {}, 1, False),
 }
 
-DEFAULT_METHODS = tuple(v for v in VARIANTS if not v.startswith("ours") and v not in ("subspace-spread",
-                                                                                     "subspace-basis0.5"))
+POLICY_VARIANTS = ("subspace-spread", "subspace-basis0.5", "subspace-basis0.75", "subspace-basis1")  # on request
+DEFAULT_METHODS = tuple(v for v in VARIANTS if not v.startswith("ours") and v not in POLICY_VARIANTS)
 
 # name -> stream spec (JSON-able; its hash names the feature cache)
 DEFAULT_STREAMS = {

@@ -18,7 +18,7 @@ The budget is spent: while the memory holds fewer than K tokens, the block's tok
 are kept as well ("fill" tokens), so the memory holds min(K, tokens seen) tokens (zero rows excepted).
 
 Fill policy, fill="local" (default): basis tokens hold at most floor(basis_share x K) places of a full memory
-(default 0.75; above it they give way to fill, cheapest loss first), the rest is fill, chosen for local
+(default 0.5; above it they give way to fill, cheapest loss first), the rest is fill, chosen for local
 reconstruction rather than novelty. Fill tokens are the *representative* rows (`representative`: weighted
 greedy column-subset selection on unit rows, i.e. the rows that explain most of the others' directions, the
 metric of bench.metrics.local_reconstruction) of their fill bin (width: the smallest power of two giving at
@@ -329,7 +329,8 @@ class StreamingSelector(Snapshots):
     fill: "local" (default: representative fill tokens per fill bin, see the module docstring) | "spread"
       (the previous policy: novelty-order fill, no basis cap).
     basis_share: fill="local": the fraction of a full memory basis tokens may hold, in (0, 1] (default
-      0.75; 0.5 trades needle recall for local reconstruction, see bench/RESULTS-features.md).
+      0.5: the most goals of the features suite held on every perturbed realisation; above ~0.9 keeps rare
+      events more reliably at small K, for worse local reconstruction; see bench/RESULTS-features.md).
     recycle: None | "nearest" (each evicted token is merged, mass-weighted mean, into its most
       cosine-similar kept token) | "cluster" (the top recycle_frac of a push's evicted tokens by loss are
       density-peak clustered into ceil(m / 2) clusters, each merged into its nearest kept token). Merging
@@ -360,7 +361,7 @@ class StreamingSelector(Snapshots):
                  segment_rank: int | None = None, recycle: str | None = None, recycle_frac: float = 0.3,
                  refresh_every: int = 256, eviction: str = "leverage", question_mode: str = "resprune",
                  alpha: float = 0.3, final_refine: bool = False, coverage: float = 0.5, fill: str = "local",
-                 basis_share: float = 0.75, question_gram="auto", gram_refresh: str = "question", device=None):
+                 basis_share: float = 0.5, question_gram="auto", gram_refresh: str = "question", device=None):
         if not (math.isfinite(novelty) and novelty >= 0):
             raise ValueError(f"novelty must be a finite number >= 0, got {novelty}")
         if segment_novelty is not None and not (math.isfinite(segment_novelty) and segment_novelty > 0):
