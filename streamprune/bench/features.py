@@ -161,8 +161,9 @@ def build_stream(name: str, spec: dict) -> FeatureStream:
 
 def perturbed(stream: FeatureStream, seed: int, rel: float = PERTURB_REL) -> FeatureStream:
     """The stream with i.i.d. Gaussian noise at `rel` x the rms of its features added (seed >= 1), named
-    `NAME~pSEED`: the same video featurised on another CPU or library build differs by about this much (the
-    EfficientNet caches of two machines here did), so a goal met on one realisation only may be luck."""
+    `NAME~pSEED`. The same video featurised on another CPU or library build differs in its last digits (the
+    EfficientNet caches of two machines here did, and a goal flipped with them); 1e-3 is well above float32
+    rounding and far below the content, so a goal met on one realisation only is luck."""
     if seed < 1:
         raise ValueError(f"perturbation seed must be >= 1, got {seed}")
     g = torch.Generator().manual_seed(int(seed))
