@@ -159,6 +159,16 @@ def build_stream(name: str, spec: dict) -> FeatureStream:
                          float(spec.get("window", 5.0)))
 
 
+def realisation_name(name: str, seed: int) -> str:
+    """NAME for the stream as built (seed 0), NAME~pSEED for its perturbed realisation SEED."""
+    return f"{name}~p{seed}" if seed else name
+
+
+def stream_of(realisation: str) -> str:
+    """The stream a realisation name belongs to (realisation_name's inverse on the name)."""
+    return realisation.split("~p")[0]
+
+
 def perturbed(stream: FeatureStream, seed: int, rel: float = PERTURB_REL) -> FeatureStream:
     """The stream with i.i.d. Gaussian noise at `rel` x the rms of its features added (seed >= 1), named
     `NAME~pSEED`. The same video featurised on another CPU or library build differs in its last digits (the
@@ -168,7 +178,7 @@ def perturbed(stream: FeatureStream, seed: int, rel: float = PERTURB_REL) -> Fea
         raise ValueError(f"perturbation seed must be >= 1, got {seed}")
     g = torch.Generator().manual_seed(int(seed))
     X = stream.X + (rel * float(stream.X.pow(2).mean().sqrt())) * torch.randn(stream.X.shape, generator=g)  # (N, d)
-    return FeatureStream(**{**vars(stream), "name": f"{stream.name}~p{seed}", "X": X,
+    return FeatureStream(**{**vars(stream), "name": realisation_name(stream.name, seed), "X": X,
                             "s2": squared_singular_values(X)})
 
 
@@ -178,32 +188,26 @@ _STREAMS: OrderedDict[str, FeatureStream] = OrderedDict()
 def load_stream(name: str, spec: dict, cache_dir: Path | None, perturb: int = 0) -> FeatureStream:
     """build_stream, memoised in-process (2 streams) and on disk under cache_dir (atomic writes); perturb >= 1:
     that perturbed realisation of it (`perturbed`; in-process memo only)."""
-    key = f"{name}-{spec_hash(spec)}"
-    if perturb:
-        pkey = f"{key}~p{perturb}"
-        if pkey not in _STREAMS:
-            base = load_stream(name, spec, cache_dir)
-            _STREAMS[pkey] = perturbed(base, perturb)
-        _STREAMS.move_to_end(pkey)
-        while len(_STREAMS) > 2:
-            _STREAMS.popitem(last=False)
-        return _STREAMS[pkey]
-    if key in _STREAMS:
-        _STREAMS.move_to_end(key)
-        return _STREAMS[key]
-    path = Path(cache_dir) / f"stream-{key}.pt" if cache_dir else None
-    if path is not None and path.is_file():
-        st = FeatureStream(**torch.load(path, weights_only=True))
-    else:
-        st = build_stream(name, spec)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(dict(vars(st)), tmp)
-            os.replace(tmp, path)
-    _STREAMS[key] = st
+    key = realisation_name(f"{name}-{spec_hash(spec)}", perturb)
+    if key not in _STREAMS:
+        _STREAMS[key] = perturbed(load_stream(name, spec, cache_dir), perturb) if perturb else \
+            _read_or_build(name, spec, cache_dir, key)
+    _STREAMS.move_to_end(key)
     while len(_STREAMS) > 2:
         _STREAMS.popitem(last=False)
+    return _STREAMS[key]
+
+
+def _read_or_build(name: str, spec: dict, cache_dir: Path | None, key: str) -> FeatureStream:
+    path = Path(cache_dir) / f"stream-{key}.pt" if cache_dir else None
+    if path is not None and path.is_file():
+        return FeatureStream(**torch.load(path, weights_only=True))
+    st = build_stream(name, spec)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(dict(vars(st)), tmp)
+        os.replace(tmp, path)
     return st
 
 
@@ -299,11 +303,10 @@ def plan_units(streams: dict, methods, budgets, perturb: int = 0) -> list[Unit]:
             if VARIANTS[m][3] and spec["kind"] != "long":
                 continue  # question-aware variants need the needles' query embeddings
             for seed in range(perturb + 1):
-                tag = f"~p{seed}" if seed else ""
                 for k in budgets:
                     params = {"stream": sname, "spec": spec, "method": m, "budget": int(k)}
-                    units.append(Unit(f"features/{sname}{tag}/{m}/k{k}", {**params, "perturb": seed} if seed
-                                      else params))
+                    units.append(Unit(f"features/{realisation_name(sname, seed)}/{m}/k{k}",
+                                      {**params, "perturb": seed} if seed else params))
     return units
 
 
@@ -333,10 +336,15 @@ def plan(opts) -> list[Unit]:
                       perturb=int(x.get("perturb") or 0))
 
 
+def measure_unit(p: dict, cache_dir: Path) -> dict:
+    """measure() for one planned unit's params (plan_units): its stream realisation, method and budget."""
+    seed = p.get("perturb", 0)
+    return {**measure(load_stream(p["stream"], p["spec"], cache_dir, seed), p["method"], p["budget"]),
+            "perturb": seed}
+
+
 def run_unit(unit: Unit, opts) -> list[dict]:
-    p = unit.params
-    st = load_stream(p["stream"], p["spec"], Path(opts.out) / "cache", p.get("perturb", 0))
-    return [{**measure(st, p["method"], p["budget"]), "perturb": p.get("perturb", 0)}]
+    return [measure_unit(unit.params, Path(opts.out) / "cache")]
 
 
 def report(rows: list[dict], opts) -> str:

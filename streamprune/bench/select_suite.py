@@ -116,8 +116,7 @@ def run_unit(unit: Unit, opts: SuiteOptions) -> list[dict]:
     elif part == "quality":
         from . import features as F
 
-        st = F.load_stream(p["stream"], p["spec"], opts.out / "cache", p.get("perturb", 0))
-        row = {**F.measure(st, p["method"], p["budget"]), "perturb": p.get("perturb", 0)}
+        row = F.measure_unit(p, opts.out / "cache")
     elif part == "needles":
         row = needles_row(p["method"], p["quick"], opts.device or "cpu")
     elif part == "gram":
@@ -235,6 +234,8 @@ def _quality_goals(q: list[dict]) -> str:
     1.1x of offline, needle recall 1.00 from K = 128 on the long stream. Every miss is listed; with perturbed
     realisations (streams NAME~pSEED) each is judged against random and offline on the same realisation, and a
     last list says in how many realisations each goal held."""
+    from .features import stream_of
+
     cell = {(r["stream"], r["budget"], r["method"]): r for r in q}
     lines, misses = [], 0
     held: dict[tuple, list[bool]] = {}  # (stream, K, goal) -> met on each realisation
@@ -254,7 +255,7 @@ def _quality_goals(q: list[dict]) -> str:
         misses += len(bad)
         lines.append(f"- {st} K={K}: " + ("all goals met" if not bad else "MISSED " + "; ".join(bad)))
         for c, ok in checks:
-            held.setdefault((st.split("~p")[0], K, c), []).append(ok)
+            held.setdefault((stream_of(st), K, c), []).append(ok)
     out = [f"Goals ({misses} missed):"] + lines
     if any(len(v) > 1 for v in held.values()):
         n = max(len(v) for v in held.values())
