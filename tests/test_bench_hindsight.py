@@ -72,6 +72,9 @@ def test_select_keeps_forced_first_and_is_deterministic():
     b = H.hindsight_select(X, times, 7, 1.0, 0.5, forced=[4, 9, 4])
     assert a == b and a[:2] == [4, 9] and len(set(a)) == 7 and 3 not in a
     assert H.hindsight_select(X, times, 1, 1.0, 0.0, forced=[4, 9]) == [4]
+    done = []
+    H.hindsight_select(X, times, 7, 1.0, 0.5, forced=[4, 9], progress=done.append)
+    assert done == [2, 1, 1, 1, 1, 1]  # the forced rows at once, then one per pick: the bar ends at k
     # the local end beats the global end on local error, and the global end wins on recon
     lo = torch.tensor(H.hindsight_select(X, times, 6, 1.0, 0.0))
     hi = torch.tensor(H.hindsight_select(X, times, 6, 1.0, 1e6))

@@ -15,7 +15,7 @@ both exact for the current set (`local_gains`, `global_gains`). Sweeping lam tra
 recon/SVD) from the local end (lam = 0) to the global end; bench.metrics scores every point, as in the
 features suite. Greedy is not optimal, so a point outside the goals proves nothing on its own; a front that
 stays far from the goals' corner across lam says the corner is out of reach. One torch thread per process
-is enough: a d = 256 stream of 8820 tokens takes about 0.2 s per pick.
+is enough: a d = 256 stream of 8820 tokens takes 0.2-0.3 s per pick.
 """
 
 from __future__ import annotations
@@ -93,12 +93,15 @@ def event_rows(X: Tensor, events, per_event: int = 2) -> list[int]:
 
 def hindsight_select(X: Tensor, times: Tensor, k: int, window: float, lam: float,
                      forced: list[int] = (), progress=None) -> list[int]:
-    """k row indices: `forced` first (at most k), then the Lagrangian greedy of the module docstring."""
+    """k row indices: `forced` first (at most k), then the Lagrangian greedy of the module docstring.
+    progress(m): called with the number of rows just added."""
     X = X.double()
     n = X.shape[0]
     valid = max(1, int((X.pow(2).sum(dim=1) > 0).sum()))
     energy = float(X.pow(2).sum()) or 1.0
     kept = list(dict.fromkeys(int(i) for i in forced))[:k]
+    if progress is not None and kept:
+        progress(len(kept))
     while len(kept) < min(k, n):
         score = local_gains(X, times, kept, window) / valid
         if lam:
@@ -106,7 +109,7 @@ def hindsight_select(X: Tensor, times: Tensor, k: int, window: float, lam: float
         score[kept] = -math.inf
         kept.append(int(score.argmax()))
         if progress is not None:
-            progress()
+            progress(1)
     return kept
 
 
@@ -151,10 +154,14 @@ def main(argv=None) -> int:
         err.print(f"error: {e}")
         return 2
     torch.set_num_threads(1)
-    stream = load_stream(a.stream, specs[a.stream], Path(a.cache) if a.cache else None)
-    with Progress(console=err, transient=True) as bar:
-        task = bar.add_task(f"{a.stream} K={a.budget}", total=len(lams) * min(a.budget, stream.X.shape[0]))
-        pts = front(stream, a.budget, lams, events=not a.no_events, progress=lambda: bar.advance(task))
+    try:
+        stream = load_stream(a.stream, specs[a.stream], Path(a.cache) if a.cache else None)
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task(f"{a.stream} K={a.budget}", total=len(lams) * min(a.budget, stream.X.shape[0]))
+            pts = front(stream, a.budget, lams, events=not a.no_events, progress=lambda m: bar.advance(task, m))
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
     print("| stream | K | lam | event rows kept first | local err | recon/SVD | needle events |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for p in pts:
