@@ -1,5 +1,5 @@
 """What any selection of K tokens can reach on a feature stream, with hindsight: local error against global
-reconstruction, to tell a goal an online policy misses from a pair of goals no selection meets.
+reconstruction, to tell a goal an online policy misses from a pair of goals no selection seems to meet.
 
     python -m streamprune.bench.hindsight --stream synthetic-d256 --budget 32 [--lams 0,0.1,1,10,100]
         [--cache out/f0/cache] [--no-events] [--json F]
@@ -8,13 +8,13 @@ A Lagrangian greedy that sees the whole stream and knows the benchmark's local w
 come first when asked (per needle event, the rows that span its top directions, greedy pivoting on the
 event's rows: what recon/SVD needs of it), then each pick maximises
 
-    (drop in the summed local error, the metric's own per-token relative residuals) / n
+    (drop in the summed local error, the metric's own per-token relative residuals) / (non-zero rows)
     + lam x (drop in the global residual energy ||X - P_S X||^2) / ||X||^2,
 
 both exact for the current set (`local_gains`, `global_gains`). Sweeping lam traces pairs (local error,
 recon/SVD) from the local end (lam = 0) to the global end; bench.metrics scores every point, as in the
 features suite. Greedy is not optimal, so a point outside the goals proves nothing on its own; a front that
-stays far from the goals' corner across lam says the corner is out of reach. One torch thread per process
+stays far from the goals' corner across lam is evidence (not proof) that the corner is out of reach. One torch thread per process
 is enough: a d = 256 stream of 8820 tokens takes 0.2-0.3 s per pick.
 """
 
