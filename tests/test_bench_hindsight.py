@@ -91,7 +91,11 @@ def test_cli_front_and_bad_input(tmp_path, capsys):
     assert all(p["forced"] == 4 and p["needle_events"] == 1.0 for p in pts)  # 2 events x 2 rows kept first
     assert pts[1]["recon_ratio"] <= pts[0]["recon_ratio"]
     assert "| synthetic-d64 | 8 | 100 |" in capsys.readouterr().out
-    for bad in (["--lams", "x"], ["--lams", "-1"], ["--budget", "0"]):
+    assert H.main(["--stream", "synthetic-d64", "--budget", "4", "--lams", "0",
+                   "--json", str(tmp_path / "no" / "f.json")]) == 2
+    cap = capsys.readouterr()
+    assert "| synthetic-d64 | 4 | 0 |" in cap.out and cap.err.strip().count("\n") == 0 and "cannot write" in cap.err
+    for bad in (["--lams", "x"], ["--lams", "-1"], ["--lams", "[1]"], ["--budget", "0"]):
         assert H.main(["--stream", "synthetic-d64", *bad]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "error:" in err

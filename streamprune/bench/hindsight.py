@@ -14,8 +14,8 @@ event's rows: what recon/SVD needs of it), then each pick maximises
 both exact for the current set (`local_gains`, `global_gains`). Sweeping lam traces pairs (local error,
 recon/SVD) from the local end (lam = 0) to the global end; bench.metrics scores every point, as in the
 features suite. Greedy is not optimal, so a point outside the goals proves nothing on its own; a front that
-stays far from the goals' corner across lam is evidence (not proof) that the corner is out of reach. One torch thread per process
-is enough: a d = 256 stream of 8820 tokens takes 0.2-0.3 s per pick.
+stays far from the goals' corner across lam is evidence (not proof) that the corner is out of reach.
+One torch thread per process is enough: a d = 256 stream of 8820 tokens takes 0.2-0.3 s per pick.
 """
 
 from __future__ import annotations
@@ -146,12 +146,14 @@ def main(argv=None) -> int:
     err = Console(stderr=True)
     try:
         lams = [float(v) for v in a.lams.split(",") if v.strip()]
-        if not lams or any(not math.isfinite(v) or v < 0 for v in lams):
-            raise ValueError(f"--lams must be numbers >= 0, got {a.lams!r}")
-        if a.budget < 1:
-            raise ValueError(f"--budget must be >= 1, got {a.budget}")
-    except ValueError as e:
-        err.print(f"error: {e}")
+    except ValueError:
+        lams = []
+    if not lams or any(not math.isfinite(v) or v < 0 for v in lams):
+        err.print(f"error: --lams must be comma-separated numbers >= 0, got {a.lams!r}", markup=False,
+                  soft_wrap=True)
+        return 2
+    if a.budget < 1:
+        err.print(f"error: --budget must be >= 1, got {a.budget}", markup=False, soft_wrap=True)
         return 2
     torch.set_num_threads(1)
     try:
@@ -168,7 +170,11 @@ def main(argv=None) -> int:
         print(f"| {p['stream']} | {p['budget']} | {p['lam']:g} | {p['forced']} | {p['local_recon']:.4g} | "
               f"{p['recon_ratio']:.4g} | {p['needle_events']:.2f} |")
     if a.json:
-        Path(a.json).write_text(json.dumps(pts, indent=1))
+        try:
+            Path(a.json).write_text(json.dumps(pts, indent=1))
+        except OSError as e:  # the table above is already out
+            err.print(f"error: cannot write {a.json}: {e.strerror or e}", markup=False, soft_wrap=True)
+            return 2
     return 0
 
 
