@@ -95,7 +95,9 @@ def test_cli_front_and_bad_input(tmp_path, capsys):
                    "--json", str(tmp_path / "no" / "f.json")]) == 2
     cap = capsys.readouterr()
     assert "| synthetic-d64 | 4 | 0 |" in cap.out and cap.err.strip().count("\n") == 0 and "cannot write" in cap.err
-    for bad in (["--lams", "x"], ["--lams", "-1"], ["--lams", "[1]"], ["--budget", "0"]):
+    assert H.main(["--stream", "synthetic-d64", "--budget", "4", "--lams", "0", "--perturb", "2"]) == 0
+    assert "| synthetic-d64~p2 | 4 | 0 |" in capsys.readouterr().out  # the realisation judged, by its name
+    for bad in (["--lams", "x"], ["--lams", "-1"], ["--lams", "[1]"], ["--budget", "0"], ["--perturb", "-1"]):
         assert H.main(["--stream", "synthetic-d64", *bad]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "error:" in err

@@ -2,7 +2,7 @@
 reconstruction, to tell a goal an online policy misses from a pair of goals no selection seems to meet.
 
     python -m streamprune.bench.hindsight --stream synthetic-d256 --budget 32 [--lams 0,0.1,1,10,100]
-        [--cache out/f0/cache] [--no-events] [--json F]
+        [--perturb SEED] [--cache out/f0/cache] [--no-events] [--json F]
 
 A Lagrangian greedy that sees the whole stream and knows the benchmark's local window: the event tokens
 come first when asked (per needle event, the rows that span its top directions, greedy pivoting on the
@@ -11,7 +11,8 @@ event's rows: what recon/SVD needs of it), then each pick maximises
     (drop in the summed local error, the metric's own per-token relative residuals) / (non-zero rows)
     + lam x (drop in the global residual energy ||X - P_S X||^2) / ||X||^2,
 
-both exact for the current set (`local_gains`, `global_gains`). Sweeping lam traces pairs (local error,
+both exact for the current set (`local_gains`, `global_gains`). `--perturb SEED` runs on the features
+suite's perturbed realisation SEED (`bench.features.perturbed`), on which its goals are judged too. Sweeping lam traces pairs (local error,
 recon/SVD) from the local end (lam = 0) to the global end; bench.metrics scores every point, as in the
 features suite. Greedy is not optimal, so a point outside the goals proves nothing on its own; a front that
 stays far from the goals' corner across lam is evidence (not proof) that the corner is out of reach.
@@ -139,6 +140,7 @@ def main(argv=None) -> int:
     ap.add_argument("--stream", default="synthetic-d256", choices=sorted(specs))
     ap.add_argument("--budget", type=int, default=32)
     ap.add_argument("--lams", default=",".join(str(v) for v in DEFAULT_LAMS))
+    ap.add_argument("--perturb", type=int, default=0, help="the perturbed realisation SEED >= 1 (0: as built)")
     ap.add_argument("--cache", default=None, help="the features suite's stream cache folder (else built here)")
     ap.add_argument("--no-events", action="store_true", help="do not keep the needle events' rows first")
     ap.add_argument("--json", default=None, help="also write the points to this file")
@@ -152,12 +154,13 @@ def main(argv=None) -> int:
         err.print(f"error: --lams must be comma-separated numbers >= 0, got {a.lams!r}", markup=False,
                   soft_wrap=True)
         return 2
-    if a.budget < 1:
-        err.print(f"error: --budget must be >= 1, got {a.budget}", markup=False, soft_wrap=True)
+    if a.budget < 1 or a.perturb < 0:
+        err.print(f"error: --budget must be >= 1 and --perturb >= 0, got {a.budget} and {a.perturb}",
+                  markup=False, soft_wrap=True)
         return 2
     torch.set_num_threads(1)
     try:
-        stream = load_stream(a.stream, specs[a.stream], Path(a.cache) if a.cache else None)
+        stream = load_stream(a.stream, specs[a.stream], Path(a.cache) if a.cache else None, a.perturb)
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task(f"{a.stream} K={a.budget}", total=len(lams) * min(a.budget, stream.X.shape[0]))
             pts = front(stream, a.budget, lams, events=not a.no_events, progress=lambda m: bar.advance(task, m))
