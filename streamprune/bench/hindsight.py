@@ -5,8 +5,8 @@ reconstruction, to tell a goal an online policy misses from a pair of goals no s
         [--perturb SEED] [--cache out/f0/cache] [--no-events] [--json F]
 
 A Lagrangian greedy that sees the whole stream and knows the benchmark's local window: the event tokens
-come first when asked (per needle event, the rows that span its top directions, greedy pivoting on the
-event's rows: what recon/SVD needs of it), then each pick maximises
+come first when asked (per needle event, the rows that span its top directions, the first picks of greedy
+pivoting on the event's rows: what recon/SVD needs of it), then each pick maximises
 
     (drop in the summed local error, the metric's own per-token relative residuals) / (non-zero rows)
     + lam x (drop in the global residual energy ||X - P_S X||^2) / ||X||^2,
@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..select.greedy import select_subspace
 from .metrics import local_reconstruction, needle_recall, reconstruction_ratio, row_basis
 
 DEFAULT_LAMS = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0)
@@ -77,19 +78,9 @@ def global_gains(X: Tensor, kept: list[int]) -> Tensor:
 
 
 def event_rows(X: Tensor, events, per_event: int = 2) -> list[int]:
-    """Per event (ids of its rows), `per_event` of them by greedy pivoting on the event's rows (the rows that
-    span its top directions)."""
-    out = []
-    for e in events:
-        R = X[e].double().clone()  # (m, d)
-        for _ in range(min(per_event, R.shape[0])):
-            j = int(R.pow(2).sum(dim=1).argmax())
-            if float(R[j].pow(2).sum()) <= 0:
-                break
-            q = R[j] / R[j].norm()
-            R = R - (R @ q)[:, None] * q
-            out.append(int(e[j]))
-    return out
+    """Per event (ids of its rows), `per_event` of them in greedy residual order (`select_subspace` on the
+    event's rows: the rows that span its top directions)."""
+    return [int(e[j]) for e in events for j in select_subspace(X[e], per_event).tolist()]
 
 
 def hindsight_select(X: Tensor, times: Tensor, k: int, window: float, lam: float,

@@ -329,8 +329,9 @@ class StreamingSelector(Snapshots):
     fill: "local" (default: representative fill tokens per fill bin, see the module docstring) | "spread"
       (the previous policy: novelty-order fill, no basis cap).
     basis_share: fill="local": the fraction of a full memory basis tokens may hold, in (0, 1] (default
-      0.5: the most goals of the features suite held on every perturbed realisation; above ~0.9 keeps rare
-      events more reliably at small K, for worse local reconstruction; see bench/RESULTS-features.md).
+      0.5: the most goals of the features suite held on every perturbed realisation; 1.0 kept all six needles
+      of the long stream at K = 128 where 0.5 keeps five, for worse local reconstruction; see
+      bench/RESULTS-features.md).
     recycle: None | "nearest" (each evicted token is merged, mass-weighted mean, into its most
       cosine-similar kept token) | "cluster" (the top recycle_frac of a push's evicted tokens by loss are
       density-peak clustered into ceil(m / 2) clusters, each merged into its nearest kept token). Merging
