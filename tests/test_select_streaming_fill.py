@@ -161,3 +161,55 @@ def test_levelled_eviction_counts_match_one_at_a_time():
         counts = [rng.randint(0, 12) for _ in range(rng.randint(1, 9))]
         m = rng.randint(0, 80)
         assert _levelled(counts, m) == one_at_a_time(counts, m), (counts, m)
+
+
+@pytest.mark.parametrize("K", [8, 32, 128, 512])
+def test_fill_bins_are_at_most_one_per_fill_place_and_at_most_fill_bins(K):
+    # the fill bin width b is the smallest power of two that cuts the stream seen into at most
+    # min(FILL_BINS, K - basis cap) bins: one fill place per bin at small budgets, FILL_BINS bins above
+    from streamprune.bench.streams import synthetic_stream
+    from streamprune.select.streaming import FILL_BINS
+
+    sel = StreamingSelector(K)
+    for t, x in synthetic_stream(180, 49, 256, needles=6, seed=0):
+        sel.push(x, t)
+    span = 179.0
+    most = min(FILL_BINS, K - int(0.5 * K))
+    b = sel._fbin
+    assert span / b <= most < 2 * span / b, (b, most)
+    assert b == 2.0 ** round(torch.log2(torch.tensor(b)).item())
+
+
+def test_fill_selection_projects_out_the_adjacent_fill_bins(monkeypatch):
+    # a block's fill picks are chosen against the kept tokens of its own fill bins that stay and every kept token
+    # of the two adjacent fill bins (a window of the local metric straddles a bin edge)
+    import streamprune.select.streaming as S
+
+    seen = []
+    real = S.representative
+
+    def spy(Xn, w, k, pre=None, pickable=None):
+        seen.append(None if pre is None else pre.clone())
+        return real(Xn, w, k, pre, pickable=pickable)
+
+    monkeypatch.setattr(S, "representative", spy)
+    g = torch.Generator().manual_seed(5)
+    sel = StreamingSelector(64)
+    checked = 0
+    for b in range(120):
+        before = sel.memory
+        fbin, t0 = sel._fbin, sel._t0
+        seen.clear()
+        sel.push(torch.randn(16, 32, generator=g), float(b))
+        if b < 60 or not seen or sel._fbin != fbin:
+            continue  # the memory is full and the bins did not widen in this push
+        mine = int((b - t0) // fbin)
+        kb = ((before.times - t0) / fbin).floor().long()
+        beside = before.tokens[(kb - mine).abs() == 1]  # (e, d) the kept tokens of the adjacent bins
+        assert beside.shape[0] > 0
+        pre = seen[0]
+        assert pre is not None
+        match = torch.cdist(beside, pre).amin(dim=1)  # each adjacent token is a row of pre
+        assert float(match.max()) < 1e-6
+        checked += 1
+    assert checked >= 20

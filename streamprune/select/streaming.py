@@ -22,11 +22,14 @@ Fill policy, fill="local" (default): basis tokens hold at most floor(basis_share
 reconstruction rather than novelty. Fill tokens are the *representative* rows (`representative`: weighted
 greedy column-subset selection on unit rows, i.e. the rows that explain most of the others' directions, the
 metric of bench.metrics.local_reconstruction) of their fill bin (width: the smallest power of two giving at
-most (K - basis cap) / FILL_PER_BIN bins; only grows). Each push, the block's leftover rows compete with the
-bin's replaceable fill tokens (weights = their mass, the energy they explained when chosen) for the bin's
-places: the free room, ceil((K - basis tokens) / bins spanned) per bin, and the basis tokens above the cap;
-once full, a row within |cos| > DUPLICATE_COS of a basis token of its own fill bins may not take a place (a
-duplicate of a token far away in time still represents its stretch). Eviction of fill then takes, from the
+most min(FILL_BINS, K - basis cap) bins, i.e. at most one bin per fill place; only grows). Each push, the
+block's leftover rows compete with the bin's replaceable fill tokens (weights = their mass, the energy they
+explained when chosen) for the bin's places: the free room, ceil((K - basis tokens) / bins spanned) per bin,
+and the basis tokens above the cap. What the selection explains is the residual against the kept tokens that
+stay: the basis and protected tokens of the block's fill bins and every kept token of the two adjacent fill
+bins (a window of the local metric straddles a bin edge, so a bin's picks complement its neighbours'). Once
+full, a row within |cos| > DUPLICATE_COS of a kept basis token may not take a place (it brings no direction
+the memory lacks). Eviction of fill then takes, from the
 most crowded fill bins, the least massive tokens first. fill="spread" is the previous policy:
 fill in greedy (novelty) order of the block, fill evicted before any basis token, most crowded coverage bins
 first, and no basis cap.
@@ -60,7 +63,7 @@ from .recycle import density_peak_merge
 COUPLING = 0.5  # |G^-1_ij| / sqrt(G^-1_ii G^-1_jj) above this: i and j are not evicted in the same round
 EVICT_ROUNDS = 8  # the last round evicts the cheapest remaining tokens without the coupling check
 DUPLICATE_COS = 0.99  # coverage picks this close (|cos|) to a kept token do not evict a basis token
-FILL_PER_BIN = 8  # fill="local": fill bins are as wide as gives about this many fill tokens per bin
+FILL_BINS = 32  # fill="local": the fill is cut into at most this many time bins (and at most one per fill place)
 CSSP_FLOPS = 2 ** 28  # fill="local": above picks x pool^2 this, a pool's fill order comes from select_subspace
 GRAM_MIN_BYTES = 12 * 2**20  # question_gram="auto": float32 memory tokens (K x d) at least this big
 GRAM_MIN_SPEEDUP = 2.0  # ... and the Cholesky must save this factor over the row kernel at k = K / 4 (8 d / K)
@@ -628,7 +631,7 @@ class StreamingSelector(Snapshots):
             b = 2.0 ** (math.floor(math.log2(span / nmax)) + 1) if span > 0 else 2.0 ** -30
             self._bin = max(self._bin, b)
         if self.fill == "local":
-            nmax = max(1, int((self.budget - self._basis_cap()) / FILL_PER_BIN))
+            nmax = max(1, min(FILL_BINS, self.budget - self._basis_cap()))
             b = 2.0 ** (math.floor(math.log2(span / nmax)) + 1) if span > 0 else 2.0 ** -30
             if b > self._fbin:  # wider bins: each now holds fill tokens ranked apart
                 self._fbin, self._ranked = b, set()
@@ -818,10 +821,10 @@ class StreamingSelector(Snapshots):
         fill bins (not protected by coverage) for the free room, the basis tokens above the cap and the bins'
         fill share ceil(K_f / (fill bins))
         (K_f = K - min(basis tokens, basis cap)): weighted representative selection (`representative` on
-        unit rows, kept tokens weighted by their mass, the bins' other kept tokens projected out; once the
-        memory is full, rows within |cos| > DUPLICATE_COS of a basis token of their fill bins may not be
-        picked); the losers among the kept are dropped, the winners among the rows are kept as fill with their
-        gain as mass. Returns the rows not kept as a mask over rest (m,) (None: all of them) and how many were
+        unit rows, kept tokens weighted by their mass; projected out: the bins' other kept tokens and every
+        kept token of the two adjacent fill bins; once the memory is full, rows within |cos| > DUPLICATE_COS of
+        a kept basis token may not be picked); the losers among the kept are dropped, the winners among the
+        rows are kept as fill with their gain as mass. Returns the rows not kept as a mask over rest (m,) (None: all of them) and how many were
         kept."""
         if not rest.numel():
             return None, 0
@@ -837,19 +840,25 @@ class StreamingSelector(Snapshots):
         here = alive & inblk[kb]
         swap = here & fill if prot is None else here & fill & ~prot  # replaceable kept fill of the bins
         fixed = here & ~swap  # basis and protected tokens of the bins: they already explain
+        lo_t, hi_t = fb.min(), fb.max()  # no sync
+        beside = alive & ~inblk[kb] & (kb >= lo_t - 1) & (kb <= hi_t + 1)  # kept tokens of the adjacent bins
+        full = self._count >= self.budget
+        basis = alive & (self._seg >= 0) if full else torch.zeros_like(alive)  # for the duplicate check
         m = rest.numel()
         Xr = torch.nn.functional.normalize(X[rest], dim=1)  # (m, d)
         nblk, n_fill_here, p, lo, hi = (int(v) for v in torch.stack(
             [inblk.sum(), (here & fill).sum(), swap.sum(), fb.min(), fb.max()]).tolist())
         if nblk == hi - lo + 1:  # the bins lo..hi: their replaceable fill tokens are ranked jointly below
             self._ranked.update(range(lo, hi + 1))
-        both = torch.cat([swap, fixed]).nonzero().reshape(-1)  # one sync: replaceable slots, then fixed ones
-        pk, pre = both[:p], both[p:] - swap.numel()  # (p,), (f,)
-        if self._count >= self.budget and pre.numel():
-            # full: a row that nearly duplicates a basis token of its own fill bins brings nothing there (a
-            # duplicate of a token far away in time still represents its own stretch)
-            near = torch.nn.functional.normalize(self._raw[pre], dim=1)  # (f, d)
-            dup = (Xr @ near.T).abs().masked_fill(self._seg[pre] < 0, 0.0).amax(dim=1) > DUPLICATE_COS  # (m,)
+        # one sync: replaceable slots, then those projected out (fixed or beside), then the basis tokens
+        both = torch.cat([swap, fixed | beside, basis]).nonzero().reshape(-1) % swap.numel()
+        nb = self.n_basis if full else 0
+        pk, pre, bs = both[:p], both[p: both.numel() - nb], both[both.numel() - nb:]  # (p,), (f,), (nb,)
+        if nb:
+            # full: a row that nearly duplicates a basis token brings no new direction, and the basis token
+            # already holds a place
+            near = torch.nn.functional.normalize(self._raw[bs], dim=1)  # (nb, d)
+            dup = (Xr @ near.T).abs().amax(dim=1) > DUPLICATE_COS  # (m,)
         else:
             dup = torch.zeros(m, dtype=torch.bool, device=alive.device)
         spanned = int((self._t1 - self._t0) // self._fbin) + 1
