@@ -163,18 +163,20 @@ def test_levelled_eviction_counts_match_one_at_a_time():
         assert _levelled(counts, m) == one_at_a_time(counts, m), (counts, m)
 
 
-@pytest.mark.parametrize("K", [8, 32, 128, 512])
+@pytest.mark.parametrize("K", [8, 32, 128, 512, 2048])
 def test_fill_bins_are_at_most_one_per_fill_place_and_at_most_fill_bins(K):
     # the fill bin width b is the smallest power of two that cuts the stream seen into at most
-    # min(FILL_BINS, K - basis cap) bins: one fill place per bin at small budgets, FILL_BINS bins above
+    # min(K_f, max(FILL_BINS, K_f // FILL_PER_BIN)) bins (K_f = K - basis cap): one fill place per bin at small
+    # budgets, FILL_BINS bins in the middle, FILL_PER_BIN places per bin at large budgets
     from streamprune.bench.streams import synthetic_stream
-    from streamprune.select.streaming import FILL_BINS
+    from streamprune.select.streaming import FILL_BINS, FILL_PER_BIN
 
     sel = StreamingSelector(K)
     for t, x in synthetic_stream(180, 49, 256, needles=6, seed=0):
         sel.push(x, t)
     span = 179.0
-    most = min(FILL_BINS, K - int(0.5 * K))
+    kf = K - int(0.5 * K)
+    most = min(kf, max(FILL_BINS, kf // FILL_PER_BIN))
     b = sel._fbin
     assert span / b <= most < 2 * span / b, (b, most)
     assert b == 2.0 ** round(torch.log2(torch.tensor(b)).item())

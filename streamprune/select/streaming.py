@@ -22,17 +22,17 @@ Fill policy, fill="local" (default): basis tokens hold at most floor(basis_share
 reconstruction rather than novelty. Fill tokens are the *representative* rows (`representative`: weighted
 greedy column-subset selection on unit rows, i.e. the rows that explain most of the others' directions, the
 metric of bench.metrics.local_reconstruction) of their fill bin (width: the smallest power of two giving at
-most min(FILL_BINS, K - basis cap) bins, i.e. at most one bin per fill place; only grows). Each push, the
-block's leftover rows compete with the bin's replaceable fill tokens (weights = their mass, the energy they
-explained when chosen) for the bin's places: the free room, ceil((K - basis tokens) / bins spanned) per bin,
-and the basis tokens above the cap. What the selection explains is the residual against the kept tokens that
-stay: the basis and protected tokens of the block's fill bins and every kept token of the two adjacent fill
-bins (a window of the local metric straddles a bin edge, so a bin's picks complement its neighbours'). Once
-full, a row within |cos| > DUPLICATE_COS of a kept basis token may not take a place (it brings no direction
-the memory lacks). Eviction of fill then takes, from the
-most crowded fill bins, the least massive tokens first. fill="spread" is the previous policy:
-fill in greedy (novelty) order of the block, fill evicted before any basis token, most crowded coverage bins
-first, and no basis cap.
+most min(K_f, max(FILL_BINS, K_f / FILL_PER_BIN)) bins, K_f = K - basis cap: one bin per fill place at small
+budgets, FILL_BINS bins up to K_f = 256, above that bins of FILL_PER_BIN places, which bounds the selection's
+pool; only grows). Each push, the block's leftover rows compete with the bin's replaceable fill tokens
+(weights = their mass, the energy they explained when chosen) for the bin's places: the free room, ceil((K -
+basis tokens) / bins spanned) per bin, and the basis tokens above the cap. What the selection explains is the
+residual against the kept tokens that stay: the basis and protected tokens of the block's fill bins and every
+kept token of the two adjacent fill bins (a window of the local metric straddles a bin edge, so a bin's picks
+complement its neighbours'). Once full, a row within |cos| > DUPLICATE_COS of a kept basis token may not take
+a place (it brings no direction the memory lacks). Eviction of fill then takes, from the most crowded fill
+bins, the least massive tokens first. fill="spread" is the previous policy: fill in greedy (novelty) order of
+the block, fill evicted before any basis token, most crowded coverage bins first, and no basis cap.
 
 Temporal coverage: time is cut into bins of width b seconds (b = the smallest power of two, in seconds, that
 cuts the stream seen so far into at most max(1, coverage x K) bins; b only grows, so bins nest); every bin
@@ -63,7 +63,8 @@ from .recycle import density_peak_merge
 COUPLING = 0.5  # |G^-1_ij| / sqrt(G^-1_ii G^-1_jj) above this: i and j are not evicted in the same round
 EVICT_ROUNDS = 8  # the last round evicts the cheapest remaining tokens without the coupling check
 DUPLICATE_COS = 0.99  # coverage picks this close (|cos|) to a kept token do not evict a basis token
-FILL_BINS = 32  # fill="local": the fill is cut into at most this many time bins (and at most one per fill place)
+FILL_BINS = 32  # fill="local": the fill is cut into this many time bins (at most one per fill place) ...
+FILL_PER_BIN = 8  # ... or, for a budget with more than FILL_BINS x this fill places, bins of this many places
 CSSP_FLOPS = 2 ** 28  # fill="local": above picks x pool^2 this, a pool's fill order comes from select_subspace
 GRAM_MIN_BYTES = 12 * 2**20  # question_gram="auto": float32 memory tokens (K x d) at least this big
 GRAM_MIN_SPEEDUP = 2.0  # ... and the Cholesky must save this factor over the row kernel at k = K / 4 (8 d / K)
@@ -631,7 +632,8 @@ class StreamingSelector(Snapshots):
             b = 2.0 ** (math.floor(math.log2(span / nmax)) + 1) if span > 0 else 2.0 ** -30
             self._bin = max(self._bin, b)
         if self.fill == "local":
-            nmax = max(1, min(FILL_BINS, self.budget - self._basis_cap()))
+            kf = self.budget - self._basis_cap()  # fill places of a full memory
+            nmax = max(1, min(kf, max(FILL_BINS, kf // FILL_PER_BIN)))
             b = 2.0 ** (math.floor(math.log2(span / nmax)) + 1) if span > 0 else 2.0 ** -30
             if b > self._fbin:  # wider bins: each now holds fill tokens ranked apart
                 self._fbin, self._ranked = b, set()
@@ -842,25 +844,22 @@ class StreamingSelector(Snapshots):
         fixed = here & ~swap  # basis and protected tokens of the bins: they already explain
         lo_t, hi_t = fb.min(), fb.max()  # no sync
         beside = alive & ~inblk[kb] & (kb >= lo_t - 1) & (kb <= hi_t + 1)  # kept tokens of the adjacent bins
-        full = self._count >= self.budget
-        basis = alive & (self._seg >= 0) if full else torch.zeros_like(alive)  # for the duplicate check
         m = rest.numel()
         Xr = torch.nn.functional.normalize(X[rest], dim=1)  # (m, d)
         nblk, n_fill_here, p, lo, hi = (int(v) for v in torch.stack(
             [inblk.sum(), (here & fill).sum(), swap.sum(), fb.min(), fb.max()]).tolist())
         if nblk == hi - lo + 1:  # the bins lo..hi: their replaceable fill tokens are ranked jointly below
             self._ranked.update(range(lo, hi + 1))
-        # one sync: replaceable slots, then those projected out (fixed or beside), then the basis tokens
-        both = torch.cat([swap, fixed | beside, basis]).nonzero().reshape(-1) % swap.numel()
-        nb = self.n_basis if full else 0
-        pk, pre, bs = both[:p], both[p: both.numel() - nb], both[both.numel() - nb:]  # (p,), (f,), (nb,)
-        if nb:
-            # full: a row that nearly duplicates a basis token brings no new direction, and the basis token
-            # already holds a place
-            near = torch.nn.functional.normalize(self._raw[bs], dim=1)  # (nb, d)
-            dup = (Xr @ near.T).abs().amax(dim=1) > DUPLICATE_COS  # (m,)
-        else:
-            dup = torch.zeros(m, dtype=torch.bool, device=alive.device)
+        both = torch.cat([swap, fixed | beside]).nonzero().reshape(-1)  # one sync: replaceable, then the rest
+        pk, pre = both[:p], both[p:] - swap.numel()  # (p,), (f,)
+        dup = torch.zeros(m, dtype=torch.bool, device=alive.device)
+        if self._count >= self.budget:
+            # full: a row that nearly duplicates a kept basis token brings no direction the memory lacks (each
+            # segment's weighted tokens S read in place; |cos| does not depend on a token's weight)
+            for seg in self._segments:
+                if seg.r:
+                    S = seg.S  # (r, d)
+                    dup |= ((Xr @ S.T).abs() / S.norm(dim=1).clamp_min(1e-30)).amax(dim=1) > DUPLICATE_COS
         spanned = int((self._t1 - self._t0) // self._fbin) + 1
         quota = (self.budget - min(self.n_basis, self._basis_cap())) / max(1, spanned)  # fill per fill bin
         share = math.ceil(quota * nblk - 1e-9)
