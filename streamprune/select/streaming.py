@@ -826,8 +826,8 @@ class StreamingSelector(Snapshots):
         unit rows, kept tokens weighted by their mass; projected out: the bins' other kept tokens and every
         kept token of the two adjacent fill bins; once the memory is full, rows within |cos| > DUPLICATE_COS of
         a kept basis token may not be picked); the losers among the kept are dropped, the winners among the
-        rows are kept as fill with their gain as mass. Returns the rows not kept as a mask over rest (m,) (None: all of them) and how many were
-        kept."""
+        rows are kept as fill with their gain as mass. Returns the rows not kept as a mask over rest (m,)
+        (None: all of them) and how many were kept."""
         if not rest.numel():
             return None, 0
         alive = self._alive
@@ -842,12 +842,12 @@ class StreamingSelector(Snapshots):
         here = alive & inblk[kb]
         swap = here & fill if prot is None else here & fill & ~prot  # replaceable kept fill of the bins
         fixed = here & ~swap  # basis and protected tokens of the bins: they already explain
-        lo_t, hi_t = fb.min(), fb.max()  # no sync
+        lo_t, hi_t = fb.min(), fb.max()  # (no sync yet)
         beside = alive & ~inblk[kb] & (kb >= lo_t - 1) & (kb <= hi_t + 1)  # kept tokens of the adjacent bins
         m = rest.numel()
         Xr = torch.nn.functional.normalize(X[rest], dim=1)  # (m, d)
         nblk, n_fill_here, p, lo, hi = (int(v) for v in torch.stack(
-            [inblk.sum(), (here & fill).sum(), swap.sum(), fb.min(), fb.max()]).tolist())
+            [inblk.sum(), (here & fill).sum(), swap.sum(), lo_t, hi_t]).tolist())
         if nblk == hi - lo + 1:  # the bins lo..hi: their replaceable fill tokens are ranked jointly below
             self._ranked.update(range(lo, hi + 1))
         both = torch.cat([swap, fixed | beside]).nonzero().reshape(-1)  # one sync: replaceable, then the rest
