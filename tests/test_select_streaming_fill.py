@@ -1,4 +1,4 @@
-"""fill="local" (the default): representative fill tokens, a basis cap, per-bin fill shares (issue 12)."""
+"""fill="local" (the default): representative fill tokens, a basis cap, fill levelled in time (issue 12)."""
 
 import pytest
 import torch
@@ -142,25 +142,79 @@ def test_merged_fill_bins_are_reranked_jointly():
     assert err["subspace"] < 0.5 * err["random"], err
 
 
-def test_levelled_eviction_counts_match_one_at_a_time():
-    # the fill eviction's per-bin counts: the same as taking one token at a time from a bin with the most
-    # left (ties: the earlier bin)
+def test_levelled_takes_match_one_at_a_time():
+    # the fill eviction's per-bin counts: the same as taking one token at a time from the bin with the largest
+    # load left (ties: the earlier bin), a bin giving at most its candidates; loads are fractional (basis
+    # tokens count BASIS_DENSITY)
     import random
 
-    from streamprune.select.streaming import _levelled
+    from streamprune.select.streaming import levelled_takes
 
-    def one_at_a_time(counts, m):
+    def one_at_a_time(load, counts, m):
         take = [0] * len(counts)
         for _ in range(min(m, sum(counts))):
-            i = max(range(len(counts)), key=lambda j: (counts[j] - take[j], -j))
+            i = max((j for j in range(len(counts)) if take[j] < counts[j]), key=lambda j: (load[j] - take[j], -j))
             take[i] += 1
         return take
 
     rng = random.Random(0)
     for _ in range(2000):
-        counts = [rng.randint(0, 12) for _ in range(rng.randint(1, 9))]
+        n = rng.randint(1, 9)
+        counts = [rng.randint(0, 12) for _ in range(n)]
+        load = [c + rng.choice([0, 0.35, 0.7, 1.05, 3.5]) * rng.randint(0, 6) for c in counts]
         m = rng.randint(0, 80)
-        assert _levelled(counts, m) == one_at_a_time(counts, m), (counts, m)
+        bins = [b for b, c in enumerate(counts) for _ in range(c)] + [n] * rng.randint(0, 5)  # n: no candidate
+        rng.shuffle(bins)
+        got = levelled_takes(torch.tensor(load, dtype=torch.float64), torch.tensor(bins, dtype=torch.long), m)
+        got = got.tolist()
+        assert got == one_at_a_time(load, counts, m), (load, counts, m)
+
+
+def test_water_fill_levels_the_load_and_pours_everything():
+    from streamprune.select.streaming import water_fill
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(300):
+        n = int(torch.randint(1, 12, (1,), generator=g))
+        load = torch.rand(n, generator=g, dtype=torch.float64) * float(torch.randint(0, 20, (1,), generator=g))
+        total = float(torch.rand(1, generator=g, dtype=torch.float64)) * 40 * (trial % 5 != 0)  # some zeros
+        s = water_fill(load, total)
+        assert float(s.min()) >= 0.0
+        assert float(s.sum()) == pytest.approx(total, abs=1e-9)
+        if total > 0:  # every bin that gets some ends at one level, and no bin below it gets nothing
+            level = float((load + s)[s > 0].max())
+            assert float((load + s)[s > 0].min()) == pytest.approx(level, abs=1e-9)
+            assert bool((load[s == 0] >= level - 1e-9).all())
+
+
+def test_fill_goes_where_the_basis_tokens_are_not():
+    # the first half of the stream is novel (each block brings new directions: basis tokens), the second
+    # repeats one scene; the more a basis token counts in the load the fill is levelled on (BASIS_DENSITY),
+    # the more of the fill goes to the second half: at 1 (the kept count levelled) more than at 0 (the fill
+    # count levelled)
+    import streamprune.select.streaming as S
+
+    def fill_share_late(density):
+        old = S.BASIS_DENSITY
+        S.BASIS_DENSITY = density
+        try:
+            g = torch.Generator().manual_seed(3)
+            scene = torch.randn(16, 64, generator=g)
+            sel = StreamingSelector(96)
+            for b in range(64):
+                x = torch.randn(16, 64, generator=g) if b < 32 else scene + 0.05 * torch.randn(16, 64, generator=g)
+                sel.push(x, float(b))
+            fill = sel._alive & (sel._seg < 0)
+            late = fill & (sel._times >= 32)
+            assert sel.n_kept == 96
+            return int(late.sum()) / max(1, int(fill.sum())), int((sel._alive & (sel._seg >= 0) & (sel._times < 32)).sum())
+        finally:
+            S.BASIS_DENSITY = old
+
+    share0, early_basis = fill_share_late(0.0)
+    share1, _ = fill_share_late(1.0)
+    assert early_basis >= 32
+    assert share1 >= share0 + 0.1, (share0, share1)
 
 
 @pytest.mark.parametrize("K", [8, 32, 128, 512, 2048])

@@ -25,14 +25,19 @@ metric of bench.metrics.local_reconstruction) of their fill bin (width: the smal
 most min(K_f, max(FILL_BINS, K_f / FILL_PER_BIN)) bins, K_f = K - basis cap: one bin per fill place at small
 budgets, FILL_BINS bins up to K_f = 256, above that bins of FILL_PER_BIN places, which bounds the selection's
 pool; only grows). Each push, the block's leftover rows compete with the bin's replaceable fill tokens
-(weights = their mass, the energy they explained when chosen) for the bin's places: the free room, ceil((K -
-basis tokens) / bins spanned) per bin, and the basis tokens above the cap. What the selection explains is the
-residual against the kept tokens that stay: the basis and protected tokens of the block's fill bins and every
-kept token of the two adjacent fill bins (a window of the local metric straddles a bin edge, so a bin's picks
-complement its neighbours'). Once full, a row within |cos| > DUPLICATE_COS of a kept basis token may not take
-a place (it brings no direction the memory lacks). Eviction of fill then takes, from the most crowded fill
-bins, the least massive tokens first. fill="spread" is the previous policy: fill in greedy (novelty) order of
-the block, fill evicted before any basis token, most crowded coverage bins first, and no basis cap.
+(weights = their mass, the energy they explained when chosen) for the bin's places: the free room, the bins'
+fill places and the basis tokens above the cap. The fill places level the memory in time: K_f (= K - the basis
+tokens, at most the cap) places are poured over the fill bins spanned by water filling on each bin's load,
+BASIS_DENSITY (0.35) per basis token in it, so that fill + 0.35 x basis is as even as it can be (a basis
+token, picked for novelty, explains its neighbours less than a representative fill token, so a stretch rich in
+basis tokens still gets most of its fill; at 0, every bin would get the same places). What the selection
+explains is the residual against the kept tokens that stay: the basis and protected tokens of the block's fill
+bins and every kept token of the two adjacent fill bins (a window of the local metric straddles a bin edge, so
+a bin's picks complement its neighbours'). Once full, a row within |cos| > DUPLICATE_COS of a kept basis token
+may not take a place (it brings no direction the memory lacks). Eviction of fill then takes one at a time from
+the fill bin with the largest load (fill + 0.35 x basis tokens), the least massive of the bin first.
+fill="spread" is the previous policy: fill in greedy (novelty) order of the block, fill evicted before any
+basis token, most crowded coverage bins first, and no basis cap.
 
 Temporal coverage: time is cut into bins of width b seconds (b = the smallest power of two, in seconds, that
 cuts the stream seen so far into at most max(1, coverage x K) bins; b only grows, so bins nest); every bin
@@ -65,6 +70,7 @@ EVICT_ROUNDS = 8  # the last round evicts the cheapest remaining tokens without 
 DUPLICATE_COS = 0.99  # coverage picks this close (|cos|) to a kept token do not evict a basis token
 FILL_BINS = 32  # fill="local": the fill is cut into this many time bins (at most one per fill place) ...
 FILL_PER_BIN = 8  # ... or, for a budget with more than FILL_BINS x this fill places, bins of this many places
+BASIS_DENSITY = 0.35  # fill="local": where the fill is levelled in time, a basis token counts as this many fill
 CSSP_FLOPS = 2 ** 28  # fill="local": above picks x pool^2 this, a pool's fill order comes from select_subspace
 GRAM_MIN_BYTES = 12 * 2**20  # question_gram="auto": float32 memory tokens (K x d) at least this big
 GRAM_MIN_SPEEDUP = 2.0  # ... and the Cholesky must save this factor over the row kernel at k = K / 4 (8 d / K)
@@ -118,28 +124,30 @@ def representative(Xn: Tensor, w: Tensor, k: int, pre: Tensor | None = None,
     return torch.stack(picks), torch.stack(gains)
 
 
-def _levelled(counts: list[int], m: int) -> list[int]:
-    """How many to take from each bin, min(m, sum) in all, one at a time from a bin with the most left (ties:
-    the earlier bin): every bin above the final level L is cut to L, and the rest come one each from the
-    earliest bins left at L."""
-    m = min(m, sum(counts))
-    if m <= 0:
-        return [0] * len(counts)
-    lo, hi = 0, max(counts)  # the lowest level every bin can be cut to within m: bisection
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if sum(max(0, c - mid) for c in counts) <= m:
-            hi = mid
-        else:
-            lo = mid + 1
-    level = lo
-    take = [max(0, c - level) for c in counts]
-    extra = m - sum(take)
-    for i, c in enumerate(counts):  # the rest: one each from the earliest bins left at the level
-        if extra and c >= level > 0 and c - take[i] == level:
-            take[i] += 1
-            extra -= 1
-    return take
+def water_fill(load: Tensor, total: float) -> Tensor:
+    """(n,) float64 shares s_i = max(0, L - load_i) with sum(s) = total (>= 0): what `total` units poured over
+    bins already holding load (n,) add to each, the level L as even as it can be."""
+    load = load.double()
+    srt = torch.sort(load).values
+    j = torch.arange(1, load.numel() + 1, dtype=torch.float64, device=load.device)
+    lev = (total + torch.cumsum(srt, 0)) / j  # (n,) the level if the j lowest bins take it all
+    last = ((srt < lev).long().sum() - 1).clamp_min(0)  # the j lowest lie below their level
+    level = lev.gather(0, last.reshape(1))  # (1,) (gather: no host sync)
+    return (level - load).clamp_min(0.0)
+
+
+def levelled_takes(load: Tensor, bins: Tensor, m: int) -> Tensor:
+    """(n,) long: how many of the candidates to take from each bin, min(m, candidates) in all, one at a time
+    from the bin with the largest load left (load (n,) minus one per take; ties: the earlier bin), i.e. the m
+    largest of load_b - j over each bin's candidates j = 0, 1, ... bins (s,): each candidate's bin, in [0, n]
+    (n: not a candidate). No host sync."""
+    n = load.numel()
+    sb = torch.sort(bins, stable=True).values  # (s,)
+    cnt = torch.bincount(sb, minlength=n + 1)
+    j = torch.arange(sb.numel(), device=sb.device) - (torch.cumsum(cnt, 0) - cnt)[sb]  # rank within the bin
+    ld = torch.cat([load.double(), load.new_full((1,), -math.inf, dtype=torch.float64)])
+    top = torch.sort(j.double() - ld[sb], stable=True).indices[:m]  # ties: the earlier bin, then j
+    return torch.bincount(sb[top], minlength=n + 1)[:n]
 
 
 def gram_auto(budget: int, d: int, *, recycle: bool = False, block: int = 256) -> bool:
@@ -821,8 +829,8 @@ class StreamingSelector(Snapshots):
     def _local_fill(self, X, A, rest, t, ids, sw, payload) -> tuple[Tensor | None, int]:
         """fill="local": the block's leftover rows compete with the replaceable kept fill tokens of the same
         fill bins (not protected by coverage) for the free room, the basis tokens above the cap and the bins'
-        fill share ceil(K_f / (fill bins))
-        (K_f = K - min(basis tokens, basis cap)): weighted representative selection (`representative` on
+        fill places (`water_fill` of K_f = K - min(basis tokens, basis cap) over the spanned fill bins, loaded
+        with BASIS_DENSITY per basis token; rounded up): weighted representative selection (`representative` on
         unit rows, kept tokens weighted by their mass; projected out: the bins' other kept tokens and every
         kept token of the two adjacent fill bins; once the memory is full, rows within |cos| > DUPLICATE_COS of
         a kept basis token may not be picked); the losers among the kept are dropped, the winners among the
@@ -846,8 +854,14 @@ class StreamingSelector(Snapshots):
         beside = alive & ~inblk[kb] & (kb >= lo_t - 1) & (kb <= hi_t + 1)  # kept tokens of the adjacent bins
         m = rest.numel()
         Xr = torch.nn.functional.normalize(X[rest], dim=1)  # (m, d)
-        nblk, n_fill_here, p, lo, hi = (int(v) for v in torch.stack(
-            [inblk.sum(), (here & fill).sum(), swap.sum(), lo_t, hi_t]).tolist())
+        spanned = int((self._t1 - self._t0) // self._fbin) + 1
+        load = torch.zeros(nbf, dtype=torch.float64, device=alive.device).index_add_(
+            0, kb, (alive & (self._seg >= 0)).double())[:spanned] * BASIS_DENSITY  # (spanned,) basis per fill bin
+        places = water_fill(load, self.budget - min(self.n_basis, self._basis_cap()))  # (spanned,) fill places
+        nblk, n_fill_here, p, lo, hi, share = torch.stack([v.double() for v in (  # one sync
+            inblk.sum(), (here & fill).sum(), swap.sum(), lo_t, hi_t, (places * inblk[:spanned]).sum())]).tolist()
+        nblk, n_fill_here, p, lo, hi = int(nblk), int(n_fill_here), int(p), int(lo), int(hi)
+        share = math.ceil(share - 1e-9)  # the block's bins' fill places
         if nblk == hi - lo + 1:  # the bins lo..hi: their replaceable fill tokens are ranked jointly below
             self._ranked.update(range(lo, hi + 1))
         both = torch.cat([swap, fixed | beside]).nonzero().reshape(-1)  # one sync: replaceable, then the rest
@@ -860,9 +874,6 @@ class StreamingSelector(Snapshots):
                 if seg.r:
                     S = seg.S  # (r, d)
                     dup |= ((Xr @ S.T).abs() / S.norm(dim=1).clamp_min(1e-30)).amax(dim=1) > DUPLICATE_COS
-        spanned = int((self._t1 - self._t0) // self._fbin) + 1
-        quota = (self.budget - min(self.n_basis, self._basis_cap())) / max(1, spanned)  # fill per fill bin
-        share = math.ceil(quota * nblk - 1e-9)
         room = max(0, self.budget - self._count) + max(0, share - n_fill_here) + \
             max(0, self.n_basis - self._basis_cap())  # basis tokens above the cap give way to fill
         add = min(m, room)  # at most: picks of duplicate rows come back as no picks
@@ -900,13 +911,14 @@ class StreamingSelector(Snapshots):
         return left, int(js.numel())
 
     def _evict_fill(self, m: int) -> tuple[Tensor, Tensor]:
-        """fill="local": evict up to m fill tokens at once (coverage-protected ones excepted) from the most
-        crowded fill bins (levelled: each eviction from a bin holding the most such tokens, ties to the earlier
-        bin), the least massive of the bin first. A bin whose tokens' masses come from separate selections
-        (the bins widened since it was last ranked) is first re-ranked jointly (`representative` on its
-        candidates, weights = their mass, the bin's other kept tokens projected out; the gains become the
-        masses): by their old masses alone, the most massive tokens of a merged bin would be every earlier
-        bin's first picks, all along the same dominant directions. Returns (slots, their priorities)."""
+        """fill="local": evict up to m fill tokens at once (coverage-protected ones excepted), levelled in time
+        (`levelled_takes`: each eviction from the fill bin with the largest load, its kept fill tokens plus
+        BASIS_DENSITY per basis token, ties to the earlier bin), the least massive of the bin first. A bin whose
+        tokens' masses come from separate selections (the bins widened since it was last ranked) is first re-ranked
+        jointly (`representative` on its candidates, weights = their mass, the bin's other kept tokens projected
+        out; the gains become the masses): by their old masses alone, the most massive tokens of a merged bin would
+        be every earlier bin's first picks, all along the same dominant directions. Returns (slots, their
+        priorities)."""
         _, prot = self._priority()
         alive = self._alive
         cand = alive & (self._seg < 0)
@@ -917,11 +929,14 @@ class StreamingSelector(Snapshots):
         # the alive slots by (fill bin, candidates before the bin's other kept tokens); dead slots sort last
         key = torch.where(alive, 2 * b + (~cand).long(), 2 * nbf)
         srt = torch.sort(key, stable=True).indices[: self._count]  # (count,)
-        nc, nf = torch.stack([torch.bincount(b, weights=cand.double(), minlength=nbf),
-                              torch.bincount(b, weights=(alive & ~cand).double(), minlength=nbf)]).long().tolist()
+        nct = torch.bincount(b, weights=cand.double(), minlength=nbf).long()  # (nbf,) candidates per bin
+        load = torch.bincount(b, weights=torch.where(self._seg >= 0, BASIS_DENSITY, 1.0) * alive.double(),
+                              minlength=nbf)  # (nbf,) fill + BASIS_DENSITY x basis tokens per bin
+        nc, nf, takes = torch.stack([nct, torch.bincount(b, weights=(alive & ~cand).double(), minlength=nbf).long(),
+                                     levelled_takes(load, torch.where(cand, b, nbf), m)]).tolist()
         out = []
         off = 0
-        for j, e in enumerate(_levelled(nc, m)):
+        for j, e in enumerate(takes):
             c, f = nc[j], nf[j]
             if e:
                 cs = srt[off: off + c]  # (c,) the bin's candidates
