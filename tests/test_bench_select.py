@@ -29,6 +29,7 @@ def test_push_row_measures_both_engines_and_report_renders(tmp_path):
     assert row["yardstick_ms"] > 0 and math.isclose(row["speedup"], row["v1_ms"] / row["v2_ms"])
     rss = push_bench.rss_row({"engine": "v2", "d": 64, "K": 96, "n": 32, "tokens": 3200})
     assert rss["max_memory"] == 96 and rss["rss_mb_full"] > 0 and rss["rss_end_over_full"] > 0
+    assert rss["rss_mb_settled"] > 0 and rss["rss_end_over_settled"] > 0  # 100 blocks: settled = the end
     rows = [{"part": "push", **row}, {"part": "rss", **rss}]
     md = select_suite.report(rows, SuiteOptions(out=tmp_path))
     assert md.startswith("## select") and "| hard | 96 | 64 |" in md and "| v2 | 64 | 96 |" in md

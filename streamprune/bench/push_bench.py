@@ -13,9 +13,10 @@ novel, the worst case), "effnet" (the features suite's long180 EfficientNet-Lite
 frame, when its cache or weights are at hand), "pixel" (raw 16 x 16 RGB patches of a real clip, 196 x 768).
 
 rss_units(quick) / rss_row(params): one engine at (d, K) on a long synthetic stream (bench.streams,
-rank-16 scenes with drift and noise): RSS (streamprune.memprobe.rss_mb) when the memory first fills and at
-the end, the selector's own tensor bytes, segments, worst orthonormality error. Run each row in a fresh
-process (`--rss-row`): RSS is per process.
+rank-16 scenes with drift and noise): RSS (streamprune.memprobe.rss_mb) when the memory first fills, once
+settled (SETTLE_BLOCKS blocks later: the first evictions touch their working set only then) and at the end,
+the selector's own tensor bytes, segments, worst orthonormality error. Run each row in a fresh process
+(`--rss-row`): RSS is per process.
 """
 
 from __future__ import annotations
@@ -161,6 +162,9 @@ def rss_units(quick: bool) -> list[dict]:
             for e in ENGINES]
 
 
+SETTLE_BLOCKS = 200  # rss_row: RSS "settled" this many blocks after the memory first fills
+
+
 def rss_row(p: dict) -> dict:
     """One engine at (d, K) on `tokens` tokens of a drifting low-rank synthetic stream, in this process."""
     from ..memprobe import rss_mb
@@ -171,7 +175,7 @@ def rss_row(p: dict) -> dict:
     n_blocks = max(1, int(p["tokens"]) // n)
     stream = synthetic_stream(n_blocks, n, d, rank=16, needles=0, scene_len=10, noise=0.1, drift=0.05, seed=0)
     sel = _engine(p["engine"])(K)
-    rss_full = full_at = bytes_full = seg_full = None
+    rss_full = full_at = bytes_full = seg_full = rss_settled = b_full = None
     worst, max_mem, ms = 0.0, 0, []
     t_start = time.perf_counter()
     for b, (t, x) in enumerate(stream):
@@ -181,15 +185,19 @@ def rss_row(p: dict) -> dict:
         m = len(sel.memory) if b % 50 == 0 or rss_full is None else max_mem
         max_mem = max(max_mem, m)
         if rss_full is None and m >= K:
-            rss_full, full_at, seg_full = rss_mb(), sel.tokens_seen, sel.n_segments
+            rss_full, full_at, seg_full, b_full = rss_mb(), sel.tokens_seen, sel.n_segments, b
             bytes_full = held_bytes(sel)
+        if b_full is not None and b == b_full + SETTLE_BLOCKS:
+            rss_settled = rss_mb()
         if b % 200 == 0:
             worst = max(worst, sel.orthonormality_error())
     rss_end = rss_mb()
+    rss_settled = rss_end if rss_settled is None else rss_settled  # a stream too short to settle
     q = max(1, len(ms) // 10)
     return {"engine": p["engine"], "d": d, "K": K, "n": n, "tokens": sel.tokens_seen, "max_memory": max_mem,
             "memory_full_at": full_at, "rss_mb_full": rss_full, "rss_mb_end": rss_end,
             "rss_end_over_full": rss_end / rss_full if rss_full else None,
+            "rss_mb_settled": rss_settled, "rss_end_over_settled": rss_end / rss_settled if rss_full else None,
             "held_mb_full": bytes_full / 2**20 if bytes_full else None, "held_mb_end": held_bytes(sel) / 2**20,
             "segments_full": seg_full, "segments_end": sel.n_segments,
             "orthonormality_max": max(worst, sel.orthonormality_error()),

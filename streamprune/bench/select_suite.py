@@ -6,8 +6,8 @@ Units (bench.protocol; resumable, shardable through the shared loop):
 - push/*     push ms per block of the first-generation engine (bench.streaming_v1, "v1") and the block-level
              one (select.streaming, "v2") on the same blocks, interleaved, with the time of one (block x
              basis) matrix product beside it, host syncs per push (bench.push_bench.push_units / push_row);
-- rss/*      RSS when the memory first fills and after the long stream (1M tokens; 200k with --quick) for
-             K in {1024, 4096}, d in {1536, 3584}, each engine in its own process (push_bench.rss_row);
+- rss/*      RSS when the memory first fills, 200 blocks later and after the long stream (1M tokens; 200k with
+             --quick) for K in {1024, 4096}, d in {1536, 3584}, each engine in its own process (push_bench.rss_row);
 - quality/*  the features suite's streams: subspace (v2) vs subspace-v1 vs random vs offline greedy at every
              K (bench.features.measure: recon/SVD, local error, needle recall, longest gap, kept);
 - needles/*  a synthetic stream with 1-2 s needles at a 1% budget, every method;
@@ -201,10 +201,12 @@ def report(rows: list[dict], opts: SuiteOptions) -> str:
     s = by.get("rss", [])
     if s:
         out += ["", "### memory: RSS when the memory first fills and at the end of the stream (own process each)", "",
-                _table(["engine", "d", "K", "tokens", "RSS full MB", "RSS end MB", "end / full", "held MB full",
-                        "held MB end", "segments full", "segments end", "orth. max", "ms/block late", "max ms"],
-                       [[r["engine"], r["d"], r["K"], r["tokens"], r["rss_mb_full"], r["rss_mb_end"],
-                         r["rss_end_over_full"], r["held_mb_full"], r["held_mb_end"], r["segments_full"],
+                _table(["engine", "d", "K", "tokens", "RSS full MB", "RSS settled MB", "RSS end MB", "end / full",
+                        "end / settled", "held MB full", "held MB end", "segments full", "segments end",
+                        "orth. max", "ms/block late", "max ms"],
+                       [[r["engine"], r["d"], r["K"], r["tokens"], r["rss_mb_full"], r.get("rss_mb_settled"),
+                         r["rss_mb_end"], r["rss_end_over_full"], r.get("rss_end_over_settled"),
+                         r["held_mb_full"], r["held_mb_end"], r["segments_full"],
                          r["segments_end"], r["orthonormality_max"], r["ms_per_block_late"], r["ms_max"]]
                         for r in s])]
     q = by.get("quality", [])
