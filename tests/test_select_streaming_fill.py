@@ -187,7 +187,7 @@ def test_water_fill_levels_the_load_and_pours_everything():
             assert bool((load[s == 0] >= level - 1e-9).all())
 
 
-def test_fill_goes_where_the_basis_tokens_are_not():
+def test_fill_goes_where_the_basis_tokens_are_not(monkeypatch):
     # the first half of the stream is novel (each block brings new directions: basis tokens), the second
     # repeats one scene; the more a basis token counts in the load the fill is levelled on (BASIS_DENSITY),
     # the more of the fill goes to the second half: at 1 (the kept count levelled) more than at 0 (the fill
@@ -195,21 +195,17 @@ def test_fill_goes_where_the_basis_tokens_are_not():
     import streamprune.select.streaming as S
 
     def fill_share_late(density):
-        old = S.BASIS_DENSITY
-        S.BASIS_DENSITY = density
-        try:
-            g = torch.Generator().manual_seed(3)
-            scene = torch.randn(16, 64, generator=g)
-            sel = StreamingSelector(96)
-            for b in range(64):
-                x = torch.randn(16, 64, generator=g) if b < 32 else scene + 0.05 * torch.randn(16, 64, generator=g)
-                sel.push(x, float(b))
-            fill = sel._alive & (sel._seg < 0)
-            late = fill & (sel._times >= 32)
-            assert sel.n_kept == 96
-            return int(late.sum()) / max(1, int(fill.sum())), int((sel._alive & (sel._seg >= 0) & (sel._times < 32)).sum())
-        finally:
-            S.BASIS_DENSITY = old
+        monkeypatch.setattr(S, "BASIS_DENSITY", density)
+        g = torch.Generator().manual_seed(3)
+        scene = torch.randn(16, 64, generator=g)
+        sel = StreamingSelector(96)
+        for b in range(64):
+            x = torch.randn(16, 64, generator=g) if b < 32 else scene + 0.05 * torch.randn(16, 64, generator=g)
+            sel.push(x, float(b))
+        fill = sel._alive & (sel._seg < 0)
+        late = fill & (sel._times >= 32)
+        assert sel.n_kept == 96
+        return int(late.sum()) / max(1, int(fill.sum())), int((sel._alive & (sel._seg >= 0) & (sel._times < 32)).sum())
 
     share0, early_basis = fill_share_late(0.0)
     share1, _ = fill_share_late(1.0)

@@ -143,11 +143,12 @@ def levelled_takes(load: Tensor, bins: Tensor, m: int) -> Tensor:
     (n: not a candidate). No host sync."""
     n = load.numel()
     sb = torch.sort(bins, stable=True).values  # (s,)
-    cnt = torch.bincount(sb, minlength=n + 1)
+    one = torch.ones_like(sb)
+    cnt = torch.zeros(n + 1, dtype=torch.long, device=sb.device).index_add_(0, sb, one)  # (not bincount: it syncs)
     j = torch.arange(sb.numel(), device=sb.device) - (torch.cumsum(cnt, 0) - cnt)[sb]  # rank within the bin
     ld = torch.cat([load.double(), load.new_full((1,), -math.inf, dtype=torch.float64)])
     top = torch.sort(j.double() - ld[sb], stable=True).indices[:m]  # ties: the earlier bin, then j
-    return torch.bincount(sb[top], minlength=n + 1)[:n]
+    return torch.zeros(n + 1, dtype=torch.long, device=sb.device).index_add_(0, sb[top], one[top])[:n]
 
 
 def gram_auto(budget: int, d: int, *, recycle: bool = False, block: int = 256) -> bool:
@@ -930,8 +931,8 @@ class StreamingSelector(Snapshots):
         key = torch.where(alive, 2 * b + (~cand).long(), 2 * nbf)
         srt = torch.sort(key, stable=True).indices[: self._count]  # (count,)
         nct = torch.bincount(b, weights=cand.double(), minlength=nbf).long()  # (nbf,) candidates per bin
-        load = torch.bincount(b, weights=torch.where(self._seg >= 0, BASIS_DENSITY, 1.0) * alive.double(),
-                              minlength=nbf)  # (nbf,) fill + BASIS_DENSITY x basis tokens per bin
+        load = torch.zeros(nbf, dtype=torch.float64, device=b.device).index_add_(
+            0, b, torch.where(self._seg >= 0, BASIS_DENSITY, 1.0) * alive.double())  # (nbf,) fill + 0.35 x basis
         nc, nf, takes = torch.stack([nct, torch.bincount(b, weights=(alive & ~cand).double(), minlength=nbf).long(),
                                      levelled_takes(load, torch.where(cand, b, nbf), m)]).tolist()
         out = []
